@@ -1,0 +1,1 @@
+//! Code generator for vlkernels' SIMD permutation micro-kernels (see issue: codegen).

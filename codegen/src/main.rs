@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("vlk-codegen: not yet implemented");
+    std::process::exit(2);
+}

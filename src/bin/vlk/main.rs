@@ -1,0 +1,65 @@
+//! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
+
+mod bench;
+mod permute_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "vlk",
+    version,
+    about = "vlkernels: kernels for vision-language model inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Permute the axes of a NumPy .npy array: OUT = transpose(IN, perm).
+    Permute(permute_cmd::PermuteArgs),
+    /// Benchmarks with a self-check (default: a short permutation run).
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Permute(args) => permute_cmd::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Sets the size of rayon's global pool (once, before any parallel work).
+pub fn init_threads(threads: Option<usize>) -> vlkernels::Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(vlkernels::Error::invalid("--threads 0: need at least one thread"));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| vlkernels::Error::invalid(format!("cannot start {n} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Parses a comma-separated list of axes or extents, naming the bad item.
+pub fn parse_list(what: &str, s: &str) -> vlkernels::Result<Vec<usize>> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| vlkernels::Error::invalid(format!("{what} '{s}': '{t}' is not a non-negative integer")))
+        })
+        .collect()
+}

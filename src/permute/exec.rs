@@ -1,0 +1,368 @@
+//! Execution of a [`PermutePlan`]: loop nests over the canonical axes, the
+//! blocked transpose driver, and the split of work across threads.
+//!
+//! All offsets are in bytes; the element type `E` only fixes the width of
+//! the moves. Work is a linear range of items (runs, rows or tiles) whose
+//! destination regions are disjoint, so threads never write the same bytes.
+
+use rayon::prelude::*;
+
+use super::copy::{copy_bytes, copy_small};
+use super::kernels::{self, KernelFamily};
+use super::plan::{Dim, PermutePlan, Strategy};
+
+/// Raw pointers that may cross to worker threads: each worker writes a
+/// disjoint part of the destination, and the source is only read.
+#[derive(Clone, Copy)]
+pub(crate) struct Ptrs {
+    src: *const u8,
+    dst: *mut u8,
+}
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+impl Ptrs {
+    // Accessors make closures capture the whole (Send) struct, not its raw fields.
+    fn src(&self) -> *const u8 {
+        self.src
+    }
+    fn dst(&self) -> *mut u8 {
+        self.dst
+    }
+}
+
+/// Runs `plan` on byte buffers whose lengths the caller has validated.
+///
+/// # Safety
+/// `src` must be valid for reads of `plan.src_len * elem_bytes` bytes and
+/// `dst` for writes of `plan.numel * elem_bytes` bytes; they must not overlap.
+pub(crate) unsafe fn run(plan: &PermutePlan, src: *const u8, dst: *mut u8) {
+    let p = Ptrs { src, dst };
+    match plan.elem_bytes {
+        1 => run_typed::<u8>(plan, p),
+        2 => run_typed::<u16>(plan, p),
+        4 => run_typed::<u32>(plan, p),
+        8 => run_typed::<u64>(plan, p),
+        16 => run_typed::<u128>(plan, p),
+        other => unreachable!("element size {other} was rejected by the planner"),
+    }
+}
+
+unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
+    let es = plan.elem_bytes;
+    let dims: Vec<Dim> = plan.dims.clone();
+    if plan.kernel == KernelFamily::Scalar {
+        return naive::<E>(&dims, p, plan.threads);
+    }
+    match &plan.strategy {
+        Strategy::Empty => {}
+        Strategy::Copy => {
+            let total = plan.numel * es;
+            let chunk = 1 << 20;
+            let items = total.div_ceil(chunk);
+            let nt = plan.non_temporal;
+            parallel(items, plan.threads, |range| {
+                let start = range.start * chunk;
+                let end = (range.end * chunk).min(total);
+                copy_bytes(p.src().add(start), p.dst().add(start), end - start, nt);
+            });
+        }
+        Strategy::Runs => runs(&dims, es, p, plan.threads, plan.non_temporal),
+        Strategy::Gather => gather::<E>(&dims, es, p, plan.threads),
+        Strategy::Transpose {
+            src_group,
+            dst_group,
+            tile_a,
+            tile_b,
+        } => {
+            let kernel = kernels::tile_kernel(plan.kernel, es);
+            transpose::<E>(
+                &dims,
+                es,
+                src_group,
+                dst_group,
+                *tile_a,
+                *tile_b,
+                kernel,
+                p,
+                plan.threads,
+            )
+        }
+    }
+}
+
+/// Splits `0..items` into at most `threads` contiguous ranges and runs them.
+fn parallel(items: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let threads = threads.min(items).max(1);
+    if threads == 1 {
+        return f(0..items);
+    }
+    (0..threads).into_par_iter().for_each(|t| {
+        let start = items * t / threads;
+        let end = items * (t + 1) / threads;
+        if start < end {
+            f(start..end);
+        }
+    });
+}
+
+/// Mixed-radix counter over a set of axes, tracking byte offsets.
+struct Odometer {
+    extents: Vec<usize>,
+    src_strides: Vec<usize>,
+    dst_strides: Vec<usize>,
+    idx: Vec<usize>,
+    src: usize,
+    dst: usize,
+}
+
+impl Odometer {
+    fn new(dims: &[Dim], es: usize) -> Self {
+        Odometer {
+            extents: dims.iter().map(|d| d.extent).collect(),
+            src_strides: dims.iter().map(|d| d.src_stride * es).collect(),
+            dst_strides: dims.iter().map(|d| d.dst_stride * es).collect(),
+            idx: vec![0; dims.len()],
+            src: 0,
+            dst: 0,
+        }
+    }
+
+    /// Positions the counter at row-major linear index `linear`.
+    fn seek(&mut self, mut linear: usize) {
+        self.src = 0;
+        self.dst = 0;
+        for i in (0..self.extents.len()).rev() {
+            let e = self.extents[i];
+            self.idx[i] = linear % e;
+            linear /= e;
+            self.src += self.idx[i] * self.src_strides[i];
+            self.dst += self.idx[i] * self.dst_strides[i];
+        }
+    }
+
+    /// Advances by one (row-major), wrapping at the end.
+    fn step(&mut self) {
+        for i in (0..self.extents.len()).rev() {
+            self.idx[i] += 1;
+            self.src += self.src_strides[i];
+            self.dst += self.dst_strides[i];
+            if self.idx[i] < self.extents[i] {
+                return;
+            }
+            self.src -= self.extents[i] * self.src_strides[i];
+            self.dst -= self.extents[i] * self.dst_strides[i];
+            self.idx[i] = 0;
+        }
+    }
+}
+
+/// Walks `range` of the linear space `outer × row` (row = `row_dim`, the
+/// innermost) and calls `f(src_off, dst_off, n)` for each stretch of `n`
+/// consecutive row indices, offsets in bytes at the stretch's start.
+fn for_each_row_stretch(
+    outer: &[Dim],
+    row_dim: Dim,
+    es: usize,
+    range: std::ops::Range<usize>,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let mut od = Odometer::new(outer, es);
+    let row = row_dim.extent;
+    let mut i = range.start;
+    od.seek(i / row);
+    let mut j = i % row;
+    while i < range.end {
+        let n = (row - j).min(range.end - i);
+        f(
+            od.src + j * row_dim.src_stride * es,
+            od.dst + j * row_dim.dst_stride * es,
+            n,
+        );
+        i += n;
+        j = 0;
+        od.step();
+    }
+}
+
+/// Runs of `last.extent` source-contiguous elements.
+unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
+    let (last, rest) = dims.split_last().expect("runs need two axes");
+    let (row_dim, outer) = rest.split_last().expect("runs need two axes");
+    let run_bytes = last.extent * es;
+    let items: usize = rest.iter().map(|d| d.extent).product();
+    let (rs, rd) = (row_dim.src_stride * es, row_dim.dst_stride * es);
+    parallel(items, threads, |range| {
+        for_each_row_stretch(outer, *row_dim, es, range, |so, d0, n| {
+            let (mut s, mut d) = (p.src().add(so), p.dst().add(d0));
+            if run_bytes <= 64 {
+                for _ in 0..n {
+                    copy_small(s, d, run_bytes);
+                    s = s.add(rs);
+                    d = d.add(rd);
+                }
+            } else {
+                for _ in 0..n {
+                    copy_bytes(s, d, run_bytes, nt);
+                    s = s.add(rs);
+                    d = d.add(rd);
+                }
+            }
+        });
+    });
+}
+
+/// No source-contiguous axis: gather the innermost axis element by element.
+unsafe fn gather<E: Copy>(dims: &[Dim], es: usize, p: Ptrs, threads: usize) {
+    let (last, outer) = dims.split_last().expect("gather needs an axis");
+    let items: usize = dims.iter().map(|d| d.extent).product();
+    let s_in = last.src_stride;
+    parallel(items, threads, |range| {
+        for_each_row_stretch(outer, *last, es, range, |so, d0, n| {
+            let s = p.src().add(so) as *const E;
+            let d = p.dst().add(d0) as *mut E;
+            for t in 0..n {
+                d.add(t).write_unaligned(s.add(t * s_in).read_unaligned());
+            }
+        });
+    });
+}
+
+/// Byte offsets of flattened indices `start..start+n` of a group of axes
+/// (members innermost first), for the source or the destination side.
+fn group_offsets(
+    dims: &[Dim],
+    group: &[usize],
+    es: usize,
+    start: usize,
+    n: usize,
+    src_side: bool,
+    out: &mut Vec<usize>,
+) {
+    out.clear();
+    for flat in start..start + n {
+        let mut rem = flat;
+        let mut off = 0;
+        for &g in group {
+            let d = dims[g];
+            let idx = rem % d.extent;
+            rem /= d.extent;
+            off += idx * if src_side { d.src_stride } else { d.dst_stride };
+        }
+        out.push(off * es);
+    }
+}
+
+/// Blocked transposes: a tile covers `tile_a` flattened indices of the
+/// source group (contiguous in the source) by `tile_b` of the destination
+/// group (contiguous in the destination), under an outer loop nest.
+#[allow(clippy::too_many_arguments)]
+unsafe fn transpose<E: Copy>(
+    dims: &[Dim],
+    es: usize,
+    src_group: &[usize],
+    dst_group: &[usize],
+    tile_a: usize,
+    tile_b: usize,
+    kernel: Option<kernels::TileKernel>,
+    p: Ptrs,
+    threads: usize,
+) {
+    let outer: Vec<Dim> = (0..dims.len())
+        .filter(|i| !src_group.contains(i) && !dst_group.contains(i))
+        .map(|i| dims[i])
+        .collect();
+    let count_a: usize = src_group.iter().map(|&g| dims[g].extent).product();
+    let count_b: usize = dst_group.iter().map(|&g| dims[g].extent).product();
+    let blocks_a = count_a.div_ceil(tile_a);
+    let blocks_b = count_b.div_ceil(tile_b);
+    let outer_count: usize = outer.iter().map(|d| d.extent).product();
+    let items = outer_count * blocks_a * blocks_b;
+    parallel(items, threads, |range| {
+        let mut od = Odometer::new(&outer, es);
+        let mut src_rows = Vec::with_capacity(tile_b);
+        let mut dst_rows = Vec::with_capacity(tile_a);
+        let mut cached_ba = usize::MAX;
+        let mut cached_bb = usize::MAX;
+        let mut cached_outer = usize::MAX;
+        for item in range {
+            let bb = item % blocks_b;
+            let ba = (item / blocks_b) % blocks_a;
+            let o = item / (blocks_b * blocks_a);
+            if o != cached_outer {
+                if cached_outer != usize::MAX && o == cached_outer + 1 {
+                    od.step();
+                } else {
+                    od.seek(o);
+                }
+                cached_outer = o;
+            }
+            let (a0, b0) = (ba * tile_a, bb * tile_b);
+            let (ta, tb) = (tile_a.min(count_a - a0), tile_b.min(count_b - b0));
+            if ba != cached_ba {
+                group_offsets(dims, src_group, es, a0, ta, false, &mut dst_rows);
+                cached_ba = ba;
+            }
+            if bb != cached_bb {
+                group_offsets(dims, dst_group, es, b0, tb, true, &mut src_rows);
+                cached_bb = bb;
+            }
+            // Source rows are indexed by b (each contiguous along a); destination rows by a.
+            let src = p.src().add(od.src + a0 * es);
+            let dst = p.dst().add(od.dst + b0 * es);
+            tile::<E>(src, &src_rows, dst, &dst_rows, es, kernel);
+        }
+    });
+}
+
+/// One tile: full micro-kernel blocks, then scalar edges.
+unsafe fn tile<E: Copy>(
+    src: *const u8,
+    src_rows: &[usize],
+    dst: *mut u8,
+    dst_rows: &[usize],
+    es: usize,
+    kernel: Option<kernels::TileKernel>,
+) {
+    let (ta, tb) = (dst_rows.len(), src_rows.len());
+    let (full_a, full_b) = match kernel {
+        Some(k) => (ta - ta % k.na, tb - tb % k.nb),
+        None => (0, 0),
+    };
+    if let Some(k) = kernel {
+        for a in (0..full_a).step_by(k.na) {
+            for b in (0..full_b).step_by(k.nb) {
+                (k.func)(
+                    src.add(a * es),
+                    src_rows.as_ptr().add(b),
+                    dst.add(b * es),
+                    dst_rows.as_ptr().add(a),
+                );
+            }
+        }
+    }
+    // Edges: columns a ≥ full_a for all b, and rows b ≥ full_b for a < full_a.
+    for (a, &dr) in dst_rows.iter().enumerate() {
+        let b_start = if a < full_a { full_b } else { 0 };
+        let d = dst.add(dr) as *mut E;
+        for (b, &sr) in src_rows.iter().enumerate().skip(b_start) {
+            let s = src.add(sr + a * es) as *const E;
+            d.add(b).write_unaligned(s.read_unaligned());
+        }
+    }
+}
+
+/// The naive baseline: every element through the full index walk.
+unsafe fn naive<E: Copy>(dims: &[Dim], p: Ptrs, threads: usize) {
+    let total: usize = dims.iter().map(|d| d.extent).product();
+    let es = std::mem::size_of::<E>();
+    parallel(total, threads, |range| {
+        let mut od = Odometer::new(dims, es);
+        od.seek(range.start);
+        for _ in range {
+            let v = (p.src().add(od.src) as *const E).read_unaligned();
+            (p.dst().add(od.dst) as *mut E).write_unaligned(v);
+            od.step();
+        }
+    });
+}

@@ -1,0 +1,135 @@
+//! Kernel families and the micro-kernels the executor calls for transpose
+//! tiles. The portable kernels live here; ISA kernels come from simd/.
+
+use crate::{Error, Result};
+
+/// A family of micro-kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum KernelFamily {
+    /// Best available on this CPU.
+    #[default]
+    Auto,
+    /// Element-by-element index walking (the naive baseline; no blocking).
+    Scalar,
+    /// Blocked loops in portable Rust (no intrinsics).
+    Portable,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl KernelFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFamily::Auto => "auto",
+            KernelFamily::Scalar => "scalar",
+            KernelFamily::Portable => "portable",
+            KernelFamily::Avx2 => "avx2",
+            KernelFamily::Avx512 => "avx512",
+            KernelFamily::Neon => "neon",
+        }
+    }
+
+    pub const ALL: [KernelFamily; 6] = [
+        KernelFamily::Auto,
+        KernelFamily::Scalar,
+        KernelFamily::Portable,
+        KernelFamily::Avx2,
+        KernelFamily::Avx512,
+        KernelFamily::Neon,
+    ];
+}
+
+impl std::str::FromStr for KernelFamily {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        KernelFamily::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "kernel family '{s}' (expected auto, scalar, portable, avx2, avx512, neon)"
+                ))
+            })
+    }
+}
+
+/// Whether this CPU can run `family` (detected once by std and cached).
+pub fn available(family: KernelFamily) -> bool {
+    match family {
+        KernelFamily::Auto | KernelFamily::Scalar | KernelFamily::Portable => true,
+        KernelFamily::Avx2 => crate::cpu_features().avx2,
+        KernelFamily::Avx512 => crate::cpu_features().avx512,
+        KernelFamily::Neon => crate::cpu_features().neon,
+    }
+}
+
+/// Resolves `Auto` to the best family with kernels here; rejects families this CPU lacks.
+pub fn resolve(family: KernelFamily) -> Result<KernelFamily> {
+    match family {
+        KernelFamily::Auto => Ok(best_available()),
+        f if available(f) => Ok(f),
+        f => Err(Error::Unavailable(format!(
+            "kernel family '{}' is not supported by this CPU",
+            f.name()
+        ))),
+    }
+}
+
+fn best_available() -> KernelFamily {
+    KernelFamily::Portable
+}
+
+/// A transpose micro-kernel for a block of `nb` source rows × `na` elements.
+/// Source row `j` starts at `src + src_rows[j]` bytes and holds `na`
+/// contiguous elements; destination row `i` starts at `dst + dst_rows[i]`
+/// and receives `nb` contiguous elements: `dst_row_i[j] = src_row_j[i]`.
+pub type TileFn = unsafe fn(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize);
+
+/// A micro-kernel with its block shape.
+#[derive(Clone, Copy)]
+pub struct TileKernel {
+    /// Elements per source row (= destination rows).
+    pub na: usize,
+    /// Source rows (= elements per destination row).
+    pub nb: usize,
+    pub func: TileFn,
+}
+
+/// The micro-kernel for `family` and element size, if the family has one.
+pub fn tile_kernel(family: KernelFamily, elem_bytes: usize) -> Option<TileKernel> {
+    match family {
+        KernelFamily::Scalar | KernelFamily::Auto => None,
+        _ => portable_tile(elem_bytes),
+    }
+}
+
+fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
+    let func: TileFn = match elem_bytes {
+        1 => transpose_8x8_portable::<u8>,
+        2 => transpose_8x8_portable::<u16>,
+        4 => transpose_8x8_portable::<u32>,
+        8 => transpose_8x8_portable::<u64>,
+        16 => transpose_8x8_portable::<u128>,
+        _ => return None,
+    };
+    Some(TileKernel { na: 8, nb: 8, func })
+}
+
+/// Portable 8×8 tile: load eight source rows, store eight destination rows.
+///
+/// # Safety
+/// Every row named by the offset tables must be valid for 8 elements of `E`.
+unsafe fn transpose_8x8_portable<E: Copy>(
+    src: *const u8,
+    src_rows: *const usize,
+    dst: *mut u8,
+    dst_rows: *const usize,
+) {
+    let rows: [[E; 8]; 8] = std::array::from_fn(|j| (src.add(*src_rows.add(j)) as *const [E; 8]).read_unaligned());
+    for i in 0..8usize {
+        let out: [E; 8] = rows.map(|row| row[i]);
+        (dst.add(*dst_rows.add(i)) as *mut [E; 8]).write_unaligned(out);
+    }
+}

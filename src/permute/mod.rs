@@ -1,0 +1,106 @@
+//! Tensor permutation: `dst = ascontiguousarray(transpose(src.reshape(shape), perm))`.
+//!
+//! [`PermutePlan::new`] validates and canonicalises a problem once
+//! ([`plan`]), [`PermutePlan::execute`] runs it ([`exec`]) with the
+//! micro-kernels of [`kernels`].
+
+mod copy;
+pub mod exec;
+pub mod kernels;
+pub mod options;
+pub mod plan;
+
+pub use kernels::KernelFamily;
+pub use options::{NonTemporal, PermuteOptions};
+pub use plan::{Dim, PermutePlan, Strategy};
+
+use crate::{Error, Result};
+use bytemuck::Pod;
+
+impl PermutePlan {
+    /// Runs the plan on typed slices. `src` must hold exactly the source
+    /// elements (or, for a strided plan, cover every addressed element) and
+    /// `dst` exactly `numel` elements.
+    pub fn execute<T: Pod>(&self, src: &[T], dst: &mut [T]) -> Result<()> {
+        if std::mem::size_of::<T>() != self.elem_bytes {
+            return Err(Error::invalid(format!(
+                "element type of {} bytes given to a plan for {}-byte elements",
+                std::mem::size_of::<T>(),
+                self.elem_bytes
+            )));
+        }
+        if dst.len() != self.numel {
+            return Err(Error::ShapeMismatch(format!(
+                "destination has {} elements but the output of shape {:?} has {}",
+                dst.len(),
+                self.out_shape(),
+                self.numel
+            )));
+        }
+        self.execute_bytes(bytemuck::cast_slice(src), bytemuck::cast_slice_mut(dst))
+    }
+
+    /// Runs the plan on raw bytes (lengths in bytes).
+    pub fn execute_bytes(&self, src: &[u8], dst: &mut [u8]) -> Result<()> {
+        let es = self.elem_bytes;
+        if src.len() % es != 0 || src.len() / es < self.src_len {
+            return Err(Error::ShapeMismatch(format!(
+                "source holds {} bytes but the plan for shape {:?} needs {} elements of {es} bytes",
+                src.len(),
+                self.shape,
+                self.src_len
+            )));
+        }
+        if dst.len() != self.numel * es {
+            return Err(Error::ShapeMismatch(format!(
+                "destination holds {} bytes but the output of shape {:?} is {} elements of {es} bytes",
+                dst.len(),
+                self.out_shape(),
+                self.numel
+            )));
+        }
+        // SAFETY: lengths were checked against the plan; & and &mut cannot overlap.
+        unsafe { exec::run(self, src.as_ptr(), dst.as_mut_ptr()) };
+        Ok(())
+    }
+}
+
+fn check_pod_size<T>() -> Result<usize> {
+    let es = std::mem::size_of::<T>();
+    if !plan::SUPPORTED_ELEM_BYTES.contains(&es) {
+        return Err(Error::invalid(format!(
+            "element type of {es} bytes; supported sizes are 1, 2, 4, 8, 16"
+        )));
+    }
+    Ok(es)
+}
+
+/// Permutes a row-major tensor: `dst = transpose(src.reshape(shape), perm)`,
+/// written row-major. `src.len()` and `dst.len()` must equal the product of `shape`.
+pub fn permute<T: Pod>(src: &[T], shape: &[usize], perm: &[usize], dst: &mut [T]) -> Result<()> {
+    let es = check_pod_size::<T>()?;
+    let plan = PermutePlan::new(shape, perm, es, &PermuteOptions::default())?;
+    if src.len() != plan.numel {
+        return Err(Error::ShapeMismatch(format!(
+            "source has {} elements but shape {shape:?} has {}",
+            src.len(),
+            plan.numel
+        )));
+    }
+    plan.execute(src, dst)
+}
+
+/// Permutes a strided source view: axis `i` has extent `shape[i]` and
+/// stride `src_strides[i]` elements (e.g. one head slice of a fused qkv tensor).
+/// The output is row-major in `shape[perm[i]]`.
+pub fn permute_strided<T: Pod>(
+    src: &[T],
+    shape: &[usize],
+    src_strides: &[usize],
+    perm: &[usize],
+    dst: &mut [T],
+) -> Result<()> {
+    let es = check_pod_size::<T>()?;
+    let plan = PermutePlan::new_strided(shape, src_strides, perm, es, &PermuteOptions::default())?;
+    plan.execute(src, dst)
+}

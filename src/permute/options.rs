@@ -1,0 +1,59 @@
+//! Options that steer planning and execution.
+
+use super::kernels::KernelFamily;
+
+/// Whether stores bypass the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum NonTemporal {
+    /// Streaming stores when the output is larger than [`NON_TEMPORAL_AUTO_BYTES`].
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// Output size from which `NonTemporal::Auto` streams stores.
+pub const NON_TEMPORAL_AUTO_BYTES: usize = 64 << 20;
+
+/// Problems smaller than this run on one thread: waking a pool costs more.
+pub const PARALLEL_MIN_BYTES: usize = 256 << 10;
+
+/// Options for [`PermutePlan::new`](super::PermutePlan::new).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermuteOptions {
+    /// Threads to split the work over. `None`: rayon's pool size (one thread
+    /// for small problems). `Some(1)`: run inline on the calling thread.
+    pub threads: Option<usize>,
+    /// Force a kernel family (tests and benchmarks); `Auto` picks the best available.
+    pub kernel: KernelFamily,
+    /// Non-temporal stores.
+    pub non_temporal: NonTemporal,
+}
+
+impl PermuteOptions {
+    /// Options with a fixed thread count.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// Options with a forced kernel family.
+    pub fn with_kernel(mut self, kernel: KernelFamily) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Options with a non-temporal store policy.
+    pub fn with_non_temporal(mut self, nt: NonTemporal) -> Self {
+        self.non_temporal = nt;
+        self
+    }
+
+    pub(crate) fn resolved_threads(&self, bytes: usize) -> usize {
+        match self.threads {
+            Some(n) => n.max(1),
+            None if bytes < PARALLEL_MIN_BYTES => 1,
+            None => rayon::current_num_threads().max(1),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Planning: validate a permutation problem, canonicalise it (drop size-1
+//! axes, fuse axes that are contiguous in both source and destination) and
+//! classify it into one of a few execution strategies.
+
+use crate::tensor::{checked_numel, contiguous_strides, validate_perm};
+use crate::{Error, Result};
+
+use super::kernels::{self, KernelFamily};
+use super::options::{NonTemporal, PermuteOptions};
+
+/// One axis of the canonical problem, in destination (output) order.
+/// Strides are in elements; the destination is always row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dim {
+    pub extent: usize,
+    pub src_stride: usize,
+    pub dst_stride: usize,
+}
+
+/// The execution strategy chosen for a canonical problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Nothing to do: zero elements.
+    Empty,
+    /// Source and destination are the same contiguous sequence.
+    Copy,
+    /// The destination's stride-1 axis is stride-1 in the source too: copy
+    /// contiguous runs of `dims.last().extent` elements under a loop nest.
+    Runs,
+    /// The stride-1 axes differ: blocked transposes of tiles whose rows are
+    /// formed from a group of source-contiguous axes (`src_group`) and whose
+    /// columns from a group of trailing destination axes (`dst_group`).
+    /// Group members are indices into `dims`, innermost first.
+    Transpose {
+        src_group: Vec<usize>,
+        dst_group: Vec<usize>,
+        tile_a: usize,
+        tile_b: usize,
+    },
+    /// A strided source with no stride-1 axis: element gathers under a loop nest.
+    Gather,
+}
+
+/// A validated, canonicalised permutation problem, ready to execute many times.
+#[derive(Clone, Debug)]
+pub struct PermutePlan {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) perm: Vec<usize>,
+    pub(crate) elem_bytes: usize,
+    pub(crate) numel: usize,
+    /// Smallest source length (in elements) that covers every addressed element.
+    pub(crate) src_len: usize,
+    pub(crate) dims: Vec<Dim>,
+    pub(crate) strategy: Strategy,
+    pub(crate) kernel: KernelFamily,
+    pub(crate) threads: usize,
+    pub(crate) non_temporal: bool,
+}
+
+/// Element sizes that the engine moves (bytes).
+pub const SUPPORTED_ELEM_BYTES: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// Maximum rank accepted.
+pub const MAX_RANK: usize = 64;
+
+impl PermutePlan {
+    /// Plans `dst = transpose(src.reshape(shape), perm)` for a row-major source.
+    pub fn new(shape: &[usize], perm: &[usize], elem_bytes: usize, opts: &PermuteOptions) -> Result<Self> {
+        let strides = contiguous_strides(shape);
+        Self::new_strided(shape, &strides, perm, elem_bytes, opts)
+    }
+
+    /// Plans a permutation of a source view whose axis `i` has extent
+    /// `shape[i]` and stride `src_strides[i]` (in elements).
+    pub fn new_strided(
+        shape: &[usize],
+        src_strides: &[usize],
+        perm: &[usize],
+        elem_bytes: usize,
+        opts: &PermuteOptions,
+    ) -> Result<Self> {
+        if !SUPPORTED_ELEM_BYTES.contains(&elem_bytes) {
+            return Err(Error::invalid(format!(
+                "element size {elem_bytes} bytes is not one of 1, 2, 4, 8, 16"
+            )));
+        }
+        if shape.len() > MAX_RANK {
+            return Err(Error::invalid(format!(
+                "rank {} exceeds the maximum of {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        if src_strides.len() != shape.len() {
+            return Err(Error::ShapeMismatch(format!(
+                "{} source strides {src_strides:?} for a shape {shape:?} of rank {}",
+                src_strides.len(),
+                shape.len()
+            )));
+        }
+        validate_perm(perm, shape.len())?;
+        let numel = checked_numel(shape)?;
+        numel.checked_mul(elem_bytes).ok_or_else(|| {
+            Error::Overflow(format!(
+                "byte size of shape {shape:?} × {elem_bytes} bytes overflows usize"
+            ))
+        })?;
+        let src_len = if numel == 0 {
+            0
+        } else {
+            let mut max = 0usize;
+            for (&e, &s) in shape.iter().zip(src_strides) {
+                let reach = (e - 1).checked_mul(s).and_then(|r| max.checked_add(r)).ok_or_else(|| {
+                    Error::Overflow(format!(
+                        "source extent of shape {shape:?} with strides {src_strides:?} overflows usize"
+                    ))
+                })?;
+                max = reach;
+            }
+            max.checked_add(1)
+                .and_then(|n| n.checked_mul(elem_bytes).map(|_| n))
+                .ok_or_else(|| Error::Overflow(format!("source extent of strides {src_strides:?} overflows usize")))?
+        };
+        let kernel = kernels::resolve(opts.kernel)?;
+        let dims = canonicalize(shape, src_strides, perm);
+        let strategy = if numel == 0 {
+            Strategy::Empty
+        } else {
+            classify(&dims, elem_bytes)
+        };
+        let bytes = numel * elem_bytes;
+        let threads = opts.resolved_threads(bytes);
+        let non_temporal = match opts.non_temporal {
+            NonTemporal::On => true,
+            NonTemporal::Off => false,
+            // Streaming stores pay off once the output no longer fits in cache.
+            NonTemporal::Auto => bytes >= super::options::NON_TEMPORAL_AUTO_BYTES,
+        };
+        Ok(PermutePlan {
+            shape: shape.to_vec(),
+            perm: perm.to_vec(),
+            elem_bytes,
+            numel,
+            src_len,
+            dims,
+            strategy,
+            kernel,
+            threads,
+            non_temporal,
+        })
+    }
+
+    /// Number of elements in source (logical) and destination.
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
+    /// Element size in bytes.
+    pub fn elem_bytes(&self) -> usize {
+        self.elem_bytes
+    }
+
+    /// Shape of the destination: `shape[perm[i]]`.
+    pub fn out_shape(&self) -> Vec<usize> {
+        self.perm.iter().map(|&p| self.shape[p]).collect()
+    }
+
+    /// The canonical axes (destination order) the executor walks.
+    pub fn dims(&self) -> &[Dim] {
+        &self.dims
+    }
+
+    /// The chosen strategy.
+    pub fn strategy(&self) -> &Strategy {
+        &self.strategy
+    }
+
+    /// The kernel family resolved from the options.
+    pub fn kernel(&self) -> KernelFamily {
+        self.kernel
+    }
+
+    /// Threads the executor will use.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Whether the executor uses non-temporal (streaming) stores where it can.
+    pub fn non_temporal(&self) -> bool {
+        self.non_temporal
+    }
+
+    /// One-line human description (used by the CLI and the tuner).
+    pub fn describe(&self) -> String {
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| format!("{}(s{},d{})", d.extent, d.src_stride, d.dst_stride))
+            .collect();
+        format!(
+            "{:?} kernel={} threads={} nt={} dims=[{}]",
+            self.strategy,
+            self.kernel.name(),
+            self.threads,
+            self.non_temporal,
+            dims.join(" ")
+        )
+    }
+}
+
+/// Destination-order axes without size-1 axes, with neighbours fused where
+/// the outer one's source stride equals extent × stride of the inner one.
+pub fn canonicalize(shape: &[usize], src_strides: &[usize], perm: &[usize]) -> Vec<Dim> {
+    let rank = perm.len();
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let dst_strides = contiguous_strides(&out_shape);
+    let mut dims: Vec<Dim> = Vec::with_capacity(rank);
+    for i in 0..rank {
+        let d = Dim {
+            extent: shape[perm[i]],
+            src_stride: src_strides[perm[i]],
+            dst_stride: dst_strides[i],
+        };
+        if d.extent == 1 {
+            continue;
+        }
+        dims.push(d);
+    }
+    // Fuse from the inside out: dims[i] merges into dims[i+1] when contiguous.
+    let mut fused: Vec<Dim> = Vec::with_capacity(dims.len());
+    for d in dims.into_iter().rev() {
+        if let Some(inner) = fused.last_mut() {
+            if d.src_stride == inner.extent * inner.src_stride && d.dst_stride == inner.extent * inner.dst_stride {
+                inner.extent *= d.extent;
+                continue;
+            }
+        }
+        fused.push(d);
+    }
+    fused.reverse();
+    fused
+}
+
+/// Elements a transpose tile side should span: about 64 bytes per row so a
+/// tile row is a whole cache line, and at least 8 elements.
+pub(crate) fn tile_side(elem_bytes: usize) -> usize {
+    (128 / elem_bytes).clamp(8, 64)
+}
+
+fn classify(dims: &[Dim], elem_bytes: usize) -> Strategy {
+    let Some(last) = dims.last() else {
+        // Every axis had extent 1: one element.
+        return Strategy::Copy;
+    };
+    if last.src_stride == 1 {
+        return if dims.len() == 1 {
+            Strategy::Copy
+        } else {
+            Strategy::Runs
+        };
+    }
+    let Some(k) = dims.iter().position(|d| d.src_stride == 1) else {
+        return Strategy::Gather;
+    };
+    let side = tile_side(elem_bytes);
+    // Destination group: trailing axes (contiguous in dst), never axis k.
+    let mut dst_group = Vec::new();
+    let mut prod_b = 1usize;
+    for i in (0..dims.len()).rev() {
+        if i == k || prod_b >= side {
+            break;
+        }
+        dst_group.push(i);
+        prod_b *= dims[i].extent;
+    }
+    // Source group: axis k, then axes that continue the source-contiguous chain.
+    let mut src_group = vec![k];
+    let mut prod_a = dims[k].extent;
+    while prod_a < side {
+        let next = dims
+            .iter()
+            .enumerate()
+            .position(|(i, d)| d.src_stride == prod_a && !dst_group.contains(&i));
+        match next {
+            Some(i) if !src_group.contains(&i) => {
+                src_group.push(i);
+                prod_a *= dims[i].extent;
+            }
+            _ => break,
+        }
+    }
+    Strategy::Transpose {
+        src_group,
+        dst_group,
+        tile_a: side,
+        tile_b: side,
+    }
+}

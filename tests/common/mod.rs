@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+/// Independent reference: walk every output index and read the source
+/// element it names (row-major output, arbitrary source strides).
+pub fn reference_permute<T: Copy>(src: &[T], shape: &[usize], strides: &[usize], perm: &[usize]) -> Vec<T> {
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let n: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; perm.len()];
+    for _ in 0..n {
+        let off: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+        out.push(src[off]);
+        for ax in (0..idx.len()).rev() {
+            idx[ax] += 1;
+            if idx[ax] < out_shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    out
+}
+
+/// Row-major strides.
+pub fn c_strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), distinct per position.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E3779B97F4A7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
+}
+
+/// Byte value written into outputs before a call, so unwritten elements show.
+pub const POISON: u8 = 0xA5;

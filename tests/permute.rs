@@ -1,0 +1,259 @@
+//! The permutation engine against an independent index-walking reference.
+
+mod common;
+
+use common::{c_strides, random_bytes, reference_permute, POISON};
+use proptest::prelude::*;
+use vlkernels::{permute, permute_strided, Error, KernelFamily, PermuteOptions, PermutePlan};
+
+/// Element of `N` bytes, compared bytewise.
+#[derive(Clone, Copy, PartialEq, Debug)]
+#[repr(transparent)]
+struct Elem<const N: usize>([u8; N]);
+
+fn to_elems<const N: usize>(bytes: &[u8]) -> Vec<Elem<N>> {
+    bytes.chunks_exact(N).map(|c| Elem(c.try_into().unwrap())).collect()
+}
+
+/// Runs the plan with poisoned output and compares bytes with the reference.
+fn check_case_n<const N: usize>(shape: &[usize], perm: &[usize], opts: &PermuteOptions, seed: u64) {
+    let n: usize = shape.iter().product();
+    let src = random_bytes(n * N, seed);
+    let expect: Vec<Elem<N>> = reference_permute(&to_elems::<N>(&src), shape, &c_strides(shape), perm);
+    let plan = PermutePlan::new(shape, perm, N, opts).unwrap();
+    let mut dst = vec![POISON; n * N];
+    plan.execute_bytes(&src, &mut dst).unwrap();
+    let got = to_elems::<N>(&dst);
+    if got != expect {
+        let first = got.iter().zip(&expect).position(|(a, b)| a != b).unwrap();
+        panic!(
+            "shape {shape:?} perm {perm:?} elem {N} opts {opts:?}: first mismatch at {first}; plan {}",
+            plan.describe()
+        );
+    }
+}
+
+fn check_case(shape: &[usize], perm: &[usize], es: usize, opts: &PermuteOptions, seed: u64) {
+    match es {
+        1 => check_case_n::<1>(shape, perm, opts, seed),
+        2 => check_case_n::<2>(shape, perm, opts, seed),
+        4 => check_case_n::<4>(shape, perm, opts, seed),
+        8 => check_case_n::<8>(shape, perm, opts, seed),
+        16 => check_case_n::<16>(shape, perm, opts, seed),
+        _ => unreachable!(),
+    }
+}
+
+/// The families this host can run (forced ISA families included when present).
+fn families() -> Vec<KernelFamily> {
+    KernelFamily::ALL
+        .iter()
+        .copied()
+        .filter(|&f| vlkernels::permute::kernels::available(f))
+        .collect()
+}
+
+fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    (1usize..=8)
+        .prop_flat_map(|rank| {
+            (
+                proptest::collection::vec(
+                    prop_oneof![1usize..=17, Just(13usize), Just(17usize), Just(2usize)],
+                    rank,
+                ),
+                Just(rank),
+            )
+        })
+        .prop_flat_map(|(shape, rank)| (Just(shape), Just((0..rank).collect::<Vec<_>>()).prop_shuffle()))
+        .prop_filter("keep cases small", |(shape, _)| {
+            shape.iter().product::<usize>() <= 1 << 16
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn random_permutations_match_reference((shape, perm) in shape_and_perm(), es_idx in 0usize..5, seed in any::<u64>(), threads in 1usize..=3) {
+        let es = [1, 2, 4, 8, 16][es_idx];
+        for kernel in families() {
+            let opts = PermuteOptions::default().with_threads(threads).with_kernel(kernel);
+            check_case(&shape, &perm, es, &opts, seed);
+        }
+    }
+}
+
+#[test]
+fn tile_edges_of_2d_transposes() {
+    let edges = [1usize, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129];
+    for kernel in families() {
+        for &es in &[1usize, 2, 4, 8, 16] {
+            for &r in &edges {
+                for &c in &[1usize, 8, 9, 33, 65] {
+                    let opts = PermuteOptions::default().with_threads(1).with_kernel(kernel);
+                    check_case(&[r, c], &[1, 0], es, &opts, (r * 1000 + c) as u64);
+                    check_case(&[c, r], &[1, 0], es, &opts, (r * 1000 + c + 7) as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn small_innermost_extents() {
+    // HWC→CHW with 3 channels, ViT patchify (14-pixel rows), all-2 reversals.
+    let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![
+        (vec![37, 41, 3], vec![2, 0, 1], 1),
+        (vec![1, 2, 3, 5, 2, 14, 4, 2, 14], vec![0, 3, 6, 4, 7, 2, 1, 5, 8], 4),
+        (vec![2; 12], (0..12).rev().collect(), 4),
+        (vec![2; 10], vec![9, 0, 8, 1, 7, 2, 6, 3, 5, 4], 2),
+        (vec![3, 5, 7, 11], vec![3, 2, 1, 0], 8),
+        (vec![61, 59, 3, 5], vec![3, 2, 1, 0], 8),
+    ];
+    for kernel in families() {
+        for (shape, perm, es) in &cases {
+            for threads in [1, 2, 5] {
+                let opts = PermuteOptions::default().with_threads(threads).with_kernel(kernel);
+                check_case(shape, perm, *es, &opts, 42);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_thread_and_many_threads_give_identical_bytes() {
+    let shape = [67usize, 45, 33, 5];
+    let perm = [2usize, 0, 3, 1];
+    let n: usize = shape.iter().product();
+    let src = random_bytes(n * 4, 3);
+    let mut outs = Vec::new();
+    for threads in [1, 2, 3, 8] {
+        let plan = PermutePlan::new(&shape, &perm, 4, &PermuteOptions::default().with_threads(threads)).unwrap();
+        let mut dst = vec![POISON; n * 4];
+        plan.execute_bytes(&src, &mut dst).unwrap();
+        outs.push(dst);
+    }
+    assert!(outs.windows(2).all(|w| w[0] == w[1]));
+    check_case(&shape, &perm, 4, &PermuteOptions::default().with_threads(8), 3);
+}
+
+#[test]
+fn typed_api_for_every_element_type() {
+    fn run<T: bytemuck::Pod + PartialEq + std::fmt::Debug>(make: impl Fn(usize) -> T) {
+        let shape = [5usize, 7, 3];
+        let perm = [2usize, 0, 1];
+        let src: Vec<T> = (0..105).map(&make).collect();
+        let mut dst = vec![make(9999); 105];
+        permute(&src, &shape, &perm, &mut dst).unwrap();
+        let expect = reference_permute(&src, &shape, &c_strides(&shape), &perm);
+        assert_eq!(dst, expect);
+    }
+    run(|i| i as u8);
+    run(|i| i as i8);
+    run(|i| i as u16);
+    run(|i| i as i16);
+    run(|i| half::f16::from_f32(i as f32));
+    run(|i| half::bf16::from_f32(i as f32));
+    run(|i| i as u32);
+    run(|i| i as i32);
+    run(|i| i as f32);
+    run(|i| i as u64);
+    run(|i| i as i64);
+    run(|i| i as f64);
+    run(|i| [i as u64, !(i as u64)]);
+}
+
+#[test]
+fn strided_sources() {
+    // One head of a fused qkv tensor [N, 3, H, D]: view [N, H, D] at offset 0, strides [3HD, D, 1].
+    let (n, h, d) = (37usize, 4usize, 24usize);
+    let fused: Vec<f32> = (0..n * 3 * h * d).map(|i| i as f32).collect();
+    for head_part in 0..3 {
+        let view = &fused[head_part * h * d..];
+        let strides = [3 * h * d, d, 1];
+        for perm in [[1usize, 0, 2], [0, 2, 1], [2, 1, 0], [0, 1, 2]] {
+            let mut dst = vec![f32::NAN; n * h * d];
+            permute_strided(view, &[n, h, d], &strides, &perm, &mut dst).unwrap();
+            let expect = reference_permute(view, &[n, h, d], &strides, &perm);
+            assert_eq!(dst, expect, "perm {perm:?}");
+        }
+    }
+    // No stride-1 axis at all (every other element), and a broadcast (stride 0) axis.
+    let src: Vec<u16> = (0..400).collect();
+    for (shape, strides, perm) in [
+        (vec![10usize, 19], vec![38usize, 2], vec![1usize, 0]),
+        (vec![10, 19], vec![38, 2], vec![0, 1]),
+        (vec![6, 5, 7], vec![0, 7, 1], vec![2, 0, 1]),
+    ] {
+        let n: usize = shape.iter().product();
+        let mut dst = vec![u16::MAX; n];
+        permute_strided(&src, &shape, &strides, &perm, &mut dst).unwrap();
+        assert_eq!(dst, reference_permute(&src, &shape, &strides, &perm));
+    }
+}
+
+#[test]
+fn zero_sized_axes_give_empty_output() {
+    let src: Vec<f32> = vec![];
+    let mut dst: Vec<f32> = vec![];
+    permute(&src, &[3, 0, 5], &[2, 1, 0], &mut dst).unwrap();
+    let plan = PermutePlan::new(&[3, 0, 5], &[2, 1, 0], 4, &PermuteOptions::default()).unwrap();
+    assert_eq!(plan.out_shape(), vec![5, 0, 3]);
+    assert_eq!(plan.numel(), 0);
+}
+
+#[test]
+fn scalars_and_rank_16() {
+    let mut dst = [0u32];
+    permute(&[7u32], &[], &[], &mut dst).unwrap();
+    assert_eq!(dst, [7]);
+    let shape = [2usize, 1, 3, 1, 2, 2, 1, 3, 2, 1, 1, 2, 1, 1, 2, 1];
+    let perm: Vec<usize> = vec![15, 3, 7, 0, 11, 2, 14, 9, 1, 5, 13, 4, 8, 12, 6, 10];
+    check_case(&shape, &perm, 4, &PermuteOptions::default(), 5);
+}
+
+fn expect_err(r: Result<(), Error>, needle: &str) {
+    match r {
+        Err(e) => assert!(
+            e.to_string().contains(needle),
+            "error '{e}' does not mention '{needle}'"
+        ),
+        Ok(()) => panic!("expected an error mentioning '{needle}'"),
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_naming_the_value() {
+    let src = vec![0f32; 24];
+    let mut dst = vec![0f32; 24];
+    expect_err(permute(&src, &[2, 3, 4], &[0, 1], &mut dst), "[0, 1]");
+    expect_err(permute(&src, &[2, 3, 4], &[0, 1, 1], &mut dst), "repeats axis 1");
+    expect_err(permute(&src, &[2, 3, 4], &[0, 1, 3], &mut dst), "axis 3");
+    expect_err(permute(&src, &[2, 3, 5], &[0, 1, 2], &mut dst), "shape [2, 3, 5]");
+    let mut short = vec![0f32; 23];
+    expect_err(permute(&src, &[2, 3, 4], &[2, 1, 0], &mut short), "23");
+    let big = [usize::MAX / 2, 3];
+    expect_err(permute(&src, &big, &[1, 0], &mut dst), "overflow");
+    expect_err(
+        permute_strided(&src, &[2, 3], &[12, 6], &[1, 0], &mut dst[..6]),
+        "source holds",
+    );
+    expect_err(permute_strided(&src, &[2, 3], &[12], &[1, 0], &mut dst[..6]), "strides");
+    let r = PermutePlan::new(&[2, 3], &[1, 0], 3, &PermuteOptions::default()).map(|_| ());
+    expect_err(r, "element size 3");
+    let r = PermutePlan::new(
+        &vec![1; 65],
+        &(0..65).collect::<Vec<_>>(),
+        4,
+        &PermuteOptions::default(),
+    )
+    .map(|_| ());
+    expect_err(r, "rank 65");
+    let plan = PermutePlan::new(&[2, 3], &[1, 0], 4, &PermuteOptions::default()).unwrap();
+    expect_err(plan.execute(&[0u16; 6], &mut [0u16; 6]), "2 bytes");
+    for f in [KernelFamily::Avx2, KernelFamily::Avx512, KernelFamily::Neon] {
+        if !vlkernels::permute::kernels::available(f) {
+            let r = PermutePlan::new(&[2, 3], &[1, 0], 4, &PermuteOptions::default().with_kernel(f)).map(|_| ());
+            expect_err(r, f.name());
+        }
+    }
+}
