@@ -74,20 +74,17 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             dst_group,
             tile_a,
             tile_b,
-        } => {
-            let kernel = kernels::tile_kernel(plan.kernel, es);
-            transpose::<E>(
-                &dims,
-                es,
-                src_group,
-                dst_group,
-                *tile_a,
-                *tile_b,
-                kernel,
-                p,
-                plan.threads,
-            )
-        }
+        } => transpose::<E>(
+            &dims,
+            es,
+            src_group,
+            dst_group,
+            *tile_a,
+            *tile_b,
+            plan.kernel,
+            p,
+            plan.threads,
+        ),
     }
 }
 
@@ -264,7 +261,7 @@ unsafe fn transpose<E: Copy>(
     dst_group: &[usize],
     tile_a: usize,
     tile_b: usize,
-    kernel: Option<kernels::TileKernel>,
+    family: KernelFamily,
     p: Ptrs,
     threads: usize,
 ) {
@@ -274,6 +271,7 @@ unsafe fn transpose<E: Copy>(
         .collect();
     let count_a: usize = src_group.iter().map(|&g| dims[g].extent).product();
     let count_b: usize = dst_group.iter().map(|&g| dims[g].extent).product();
+    let kernel = kernels::tile_kernel(family, es, count_a.min(tile_a), count_b.min(tile_b));
     let blocks_a = count_a.div_ceil(tile_a);
     let blocks_b = count_b.div_ceil(tile_b);
     let outer_count: usize = outer.iter().map(|d| d.extent).product();

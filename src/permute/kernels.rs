@@ -98,7 +98,10 @@ pub struct TileKernel {
 }
 
 /// The micro-kernel for `family` and element size, if the family has one.
-pub fn tile_kernel(family: KernelFamily, elem_bytes: usize) -> Option<TileKernel> {
+/// `count_a` and `count_b` are the tile's extents (elements per source row,
+/// source rows), so a family may pick a block shape that fits small extents.
+pub fn tile_kernel(family: KernelFamily, elem_bytes: usize, count_a: usize, count_b: usize) -> Option<TileKernel> {
+    let _ = (count_a, count_b);
     match family {
         KernelFamily::Scalar | KernelFamily::Auto => None,
         _ => portable_tile(elem_bytes),
