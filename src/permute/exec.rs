@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::copy::{copy_bytes, copy_small};
 use super::kernels::{self, KernelFamily};
-use super::plan::{Dim, PermutePlan, Strategy};
+use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
 
 /// Raw pointers that may cross to worker threads: each worker writes a
 /// disjoint part of the destination, and the source is only read.
@@ -82,6 +82,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             *tile_a,
             *tile_b,
             plan.kernel,
+            plan.block_order,
             p,
             plan.threads,
         ),
@@ -262,6 +263,7 @@ unsafe fn transpose<E: Copy>(
     tile_a: usize,
     tile_b: usize,
     family: KernelFamily,
+    order: BlockOrder,
     p: Ptrs,
     threads: usize,
 ) {
@@ -284,9 +286,12 @@ unsafe fn transpose<E: Copy>(
         let mut cached_bb = usize::MAX;
         let mut cached_outer = usize::MAX;
         for item in range {
-            let bb = item % blocks_b;
-            let ba = (item / blocks_b) % blocks_a;
             let o = item / (blocks_b * blocks_a);
+            let inner = item % (blocks_b * blocks_a);
+            let (ba, bb) = match order {
+                BlockOrder::DstFastest => (inner / blocks_b, inner % blocks_b),
+                BlockOrder::SrcFastest => (inner % blocks_a, inner / blocks_a),
+            };
             if o != cached_outer {
                 if cached_outer != usize::MAX && o == cached_outer + 1 {
                     od.step();

@@ -9,10 +9,12 @@ pub mod exec;
 pub mod kernels;
 pub mod options;
 pub mod plan;
+pub mod suites;
+pub mod tune;
 
 pub use kernels::KernelFamily;
 pub use options::{NonTemporal, PermuteOptions};
-pub use plan::{Dim, PermutePlan, Strategy};
+pub use plan::{BlockOrder, Dim, PermutePlan, Strategy, Tuning};
 
 use crate::{Error, Result};
 use bytemuck::Pod;

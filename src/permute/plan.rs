@@ -41,6 +41,26 @@ pub enum Strategy {
     Gather,
 }
 
+/// Order in which the transpose driver walks the tile blocks of one outer index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BlockOrder {
+    /// Consecutive blocks advance along the destination's stride-1 group.
+    #[default]
+    DstFastest,
+    /// Consecutive blocks advance along the source's stride-1 group.
+    SrcFastest,
+}
+
+/// The tunable parameters of a plan (what `vlk tune` searches over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Tuning {
+    /// Transpose tile side in elements (each of the two groups spans about this many).
+    pub tile: usize,
+    pub block_order: BlockOrder,
+    pub non_temporal: bool,
+    pub threads: usize,
+}
+
 /// A validated, canonicalised permutation problem, ready to execute many times.
 #[derive(Clone, Debug)]
 pub struct PermutePlan {
@@ -55,6 +75,8 @@ pub struct PermutePlan {
     pub(crate) kernel: KernelFamily,
     pub(crate) threads: usize,
     pub(crate) non_temporal: bool,
+    pub(crate) tile: usize,
+    pub(crate) block_order: BlockOrder,
 }
 
 /// Element sizes that the engine moves (bytes).
@@ -122,10 +144,11 @@ impl PermutePlan {
         };
         let kernel = kernels::resolve(opts.kernel)?;
         let dims = canonicalize(shape, src_strides, perm);
+        let tile = tile_side(elem_bytes);
         let strategy = if numel == 0 {
             Strategy::Empty
         } else {
-            classify(&dims, elem_bytes)
+            classify(&dims, tile)
         };
         let bytes = numel * elem_bytes;
         let threads = opts.resolved_threads(bytes);
@@ -146,7 +169,37 @@ impl PermutePlan {
             kernel,
             threads,
             non_temporal,
+            tile,
+            block_order: BlockOrder::default(),
         })
+    }
+
+    /// The plan's tunable parameters.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            tile: self.tile,
+            block_order: self.block_order,
+            non_temporal: self.non_temporal,
+            threads: self.threads,
+        }
+    }
+
+    /// The same problem with other tunable parameters.
+    pub fn with_tuning(&self, t: &Tuning) -> Result<Self> {
+        if t.tile < 2 || t.threads == 0 {
+            return Err(Error::invalid(format!(
+                "tuning {t:?}: tile must be ≥ 2 and threads ≥ 1"
+            )));
+        }
+        let mut p = self.clone();
+        p.tile = t.tile;
+        p.block_order = t.block_order;
+        p.non_temporal = t.non_temporal;
+        p.threads = t.threads;
+        if p.numel > 0 {
+            p.strategy = classify(&p.dims, t.tile);
+        }
+        Ok(p)
     }
 
     /// Number of elements in source (logical) and destination.
@@ -197,11 +250,13 @@ impl PermutePlan {
             .map(|d| format!("{}(s{},d{})", d.extent, d.src_stride, d.dst_stride))
             .collect();
         format!(
-            "{:?} kernel={} threads={} nt={} dims=[{}]",
+            "{:?} kernel={} threads={} nt={} tile={} order={:?} dims=[{}]",
             self.strategy,
             self.kernel.name(),
             self.threads,
             self.non_temporal,
+            self.tile,
+            self.block_order,
             dims.join(" ")
         )
     }
@@ -246,7 +301,7 @@ pub(crate) fn tile_side(elem_bytes: usize) -> usize {
     (128 / elem_bytes).clamp(8, 64)
 }
 
-fn classify(dims: &[Dim], elem_bytes: usize) -> Strategy {
+fn classify(dims: &[Dim], side: usize) -> Strategy {
     let Some(last) = dims.last() else {
         // Every axis had extent 1: one element.
         return Strategy::Copy;
@@ -261,7 +316,6 @@ fn classify(dims: &[Dim], elem_bytes: usize) -> Strategy {
     let Some(k) = dims.iter().position(|d| d.src_stride == 1) else {
         return Strategy::Gather;
     };
-    let side = tile_side(elem_bytes);
     // Destination group: trailing axes (contiguous in dst), never axis k.
     let mut dst_group = Vec::new();
     let mut prod_b = 1usize;

@@ -1,10 +1,26 @@
-//! `vlk bench`: benchmark and self-check report.
+//! `vlk bench`: benchmarks with a self-check. With no subcommand it runs a
+//! short permutation benchmark (small sizes, both suites).
 
 use vlkernels::Result;
 
-#[derive(clap::Args)]
-pub struct BenchArgs {}
+use crate::permute_bench::{self, PermuteBenchArgs};
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    Err(vlkernels::Error::Unavailable("bench is being written".into()))
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// Tensor permutation against memcpy, the naive loop and (optionally) NumPy.
+    Permute(PermuteBenchArgs),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.what {
+        None => permute_bench::run(PermuteBenchArgs::short_default()),
+        Some(BenchWhat::Permute(a)) => permute_bench::run(a),
+    }
 }

@@ -1,7 +1,11 @@
 //! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
 
 mod bench;
+mod numpy_compare;
+mod permute_bench;
 mod permute_cmd;
+mod report;
+mod tune_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +26,8 @@ enum Command {
     Permute(permute_cmd::PermuteArgs),
     /// Benchmarks with a self-check (default: a short permutation run).
     Bench(bench::BenchArgs),
+    /// Autotune permutation plans and store them in the tuning cache.
+    Tune(tune_cmd::TuneArgs),
 }
 
 fn main() {
@@ -29,6 +35,7 @@ fn main() {
     let result = match cli.command {
         Command::Permute(args) => permute_cmd::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Tune(args) => tune_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -1,0 +1,240 @@
+//! Benchmark suites for the permutation engine (row-major, NumPy order).
+//!
+//! `hptt`: the 57 transpositions of the HPTT/TTC benchmark (2-D to 6-D, f32,
+//! about 200 MiB each). HPTT states them column-major as `perm` and `sizes`;
+//! row-major they are the reversed sizes with `q[m] = d-1-perm[d-1-m]`.
+//! `models`: permutations that Qwen vision-language models perform.
+
+use crate::tensor::checked_numel;
+use crate::DType;
+
+/// One benchmark case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub suite: &'static str,
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub perm: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl Case {
+    /// Bytes of one tensor (source or destination).
+    pub fn bytes(&self) -> usize {
+        checked_numel(&self.shape)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.dtype.size())
+    }
+}
+
+/// Problem sizes: `Full` as published, `Small` scaled to about 16 MiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuiteSize {
+    Full,
+    Small,
+}
+
+/// (column-major permutation, column-major sizes) of the HPTT benchmark.
+const HPTT_COLUMN_MAJOR: [(&[usize], &[usize]); 57] = [
+    (&[1, 0], &[7264, 7264]),
+    (&[1, 0], &[43408, 1216]),
+    (&[1, 0], &[1216, 43408]),
+    (&[0, 2, 1], &[368, 384, 384]),
+    (&[0, 2, 1], &[2144, 64, 384]),
+    (&[0, 2, 1], &[368, 64, 2307]),
+    (&[1, 0, 2], &[384, 384, 355]),
+    (&[1, 0, 2], &[2320, 384, 59]),
+    (&[1, 0, 2], &[384, 2320, 59]),
+    (&[2, 1, 0], &[384, 355, 384]),
+    (&[2, 1, 0], &[2320, 59, 384]),
+    (&[2, 1, 0], &[384, 59, 2320]),
+    (&[0, 3, 2, 1], &[80, 96, 75, 96]),
+    (&[0, 3, 2, 1], &[464, 16, 75, 96]),
+    (&[0, 3, 2, 1], &[80, 16, 75, 582]),
+    (&[2, 1, 3, 0], &[96, 75, 96, 75]),
+    (&[2, 1, 3, 0], &[608, 12, 96, 75]),
+    (&[2, 1, 3, 0], &[96, 12, 608, 75]),
+    (&[2, 0, 3, 1], &[96, 75, 96, 75]),
+    (&[2, 0, 3, 1], &[608, 12, 96, 75]),
+    (&[2, 0, 3, 1], &[96, 12, 608, 75]),
+    (&[1, 0, 3, 2], &[96, 96, 75, 75]),
+    (&[1, 0, 3, 2], &[608, 96, 12, 75]),
+    (&[1, 0, 3, 2], &[96, 608, 12, 75]),
+    (&[3, 2, 1, 0], &[96, 75, 75, 96]),
+    (&[3, 2, 1, 0], &[608, 12, 75, 96]),
+    (&[3, 2, 1, 0], &[96, 12, 75, 608]),
+    (&[0, 4, 2, 1, 3], &[32, 48, 28, 28, 48]),
+    (&[0, 4, 2, 1, 3], &[176, 8, 28, 28, 48]),
+    (&[0, 4, 2, 1, 3], &[32, 8, 28, 28, 298]),
+    (&[3, 2, 1, 4, 0], &[48, 28, 28, 48, 28]),
+    (&[3, 2, 1, 4, 0], &[352, 4, 28, 48, 28]),
+    (&[3, 2, 1, 4, 0], &[48, 4, 28, 352, 28]),
+    (&[2, 0, 4, 1, 3], &[48, 28, 48, 28, 28]),
+    (&[2, 0, 4, 1, 3], &[352, 4, 48, 28, 28]),
+    (&[2, 0, 4, 1, 3], &[48, 4, 352, 28, 28]),
+    (&[1, 3, 0, 4, 2], &[48, 48, 28, 28, 28]),
+    (&[1, 3, 0, 4, 2], &[352, 48, 4, 28, 28]),
+    (&[1, 3, 0, 4, 2], &[48, 352, 4, 28, 28]),
+    (&[4, 3, 2, 1, 0], &[48, 28, 28, 28, 48]),
+    (&[4, 3, 2, 1, 0], &[352, 4, 28, 28, 48]),
+    (&[4, 3, 2, 1, 0], &[48, 4, 28, 28, 352]),
+    (&[0, 3, 2, 5, 4, 1], &[16, 32, 15, 32, 15, 15]),
+    (&[0, 3, 2, 5, 4, 1], &[48, 10, 15, 32, 15, 15]),
+    (&[0, 3, 2, 5, 4, 1], &[16, 10, 15, 103, 15, 15]),
+    (&[3, 2, 0, 5, 1, 4], &[32, 15, 15, 32, 15, 15]),
+    (&[3, 2, 0, 5, 1, 4], &[112, 5, 15, 32, 15, 15]),
+    (&[3, 2, 0, 5, 1, 4], &[32, 5, 15, 112, 15, 15]),
+    (&[2, 0, 4, 1, 5, 3], &[32, 15, 32, 15, 15, 15]),
+    (&[2, 0, 4, 1, 5, 3], &[112, 5, 32, 15, 15, 15]),
+    (&[2, 0, 4, 1, 5, 3], &[32, 5, 112, 15, 15, 15]),
+    (&[3, 2, 5, 1, 0, 4], &[32, 15, 15, 32, 15, 15]),
+    (&[3, 2, 5, 1, 0, 4], &[112, 5, 15, 32, 15, 15]),
+    (&[3, 2, 5, 1, 0, 4], &[32, 5, 15, 112, 15, 15]),
+    (&[5, 4, 3, 2, 1, 0], &[32, 15, 15, 15, 15, 32]),
+    (&[5, 4, 3, 2, 1, 0], &[112, 5, 15, 15, 15, 32]),
+    (&[5, 4, 3, 2, 1, 0], &[32, 5, 15, 15, 15, 112]),
+];
+
+/// Target bytes of a `Small` case.
+const SMALL_BYTES: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// Converts a column-major (perm, sizes) pair to row-major (shape, perm).
+pub fn column_major_to_row_major(perm: &[usize], sizes: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let d = perm.len();
+    let shape: Vec<usize> = sizes.iter().rev().copied().collect();
+    let q: Vec<usize> = (0..d).map(|m| d - 1 - perm[d - 1 - m]).collect();
+    (shape, q)
+}
+
+/// Scales every extent by the same factor so the tensor holds about `target` bytes.
+fn scale_to(shape: &[usize], elem: usize, target: f64) -> Vec<usize> {
+    let bytes = shape.iter().product::<usize>() as f64 * elem as f64;
+    if bytes <= target {
+        return shape.to_vec();
+    }
+    let f = (target / bytes).powf(1.0 / shape.len() as f64);
+    shape
+        .iter()
+        .map(|&e| ((e as f64 * f).round() as usize).max(1))
+        .collect()
+}
+
+fn fmt_list(v: &[usize]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// The HPTT suite in row-major form, in `dtype` (HPTT uses f32).
+pub fn hptt(size: SuiteSize, dtype: DType) -> Vec<Case> {
+    HPTT_COLUMN_MAJOR
+        .iter()
+        .map(|(perm, sizes)| {
+            let (mut shape, perm) = column_major_to_row_major(perm, sizes);
+            // Keep the published byte size when a different dtype is asked for.
+            let target = match size {
+                SuiteSize::Full => shape.iter().product::<usize>() as f64 * 4.0,
+                SuiteSize::Small => SMALL_BYTES,
+            };
+            if size == SuiteSize::Small || dtype.size() != 4 {
+                shape = scale_to(&shape, dtype.size(), target);
+            }
+            Case {
+                suite: "hptt",
+                name: format!("({})→({})", fmt_list(&shape), fmt_list(&perm)),
+                shape,
+                perm,
+                dtype,
+            }
+        })
+        .collect()
+}
+
+/// Qwen vision-language model permutations.
+pub fn models(size: SuiteSize) -> Vec<Case> {
+    let small = size == SuiteSize::Small;
+    let mut cases = Vec::new();
+    let mut add = |name: &str, shape: Vec<usize>, perm: Vec<usize>, dtype: DType| {
+        cases.push(Case {
+            suite: "models",
+            name: format!("{name} ({})→({})", fmt_list(&shape), fmt_list(&perm)),
+            shape,
+            perm,
+            dtype,
+        });
+    };
+    let patch_perm = vec![0, 3, 6, 4, 7, 2, 1, 5, 8];
+    add(
+        "qwen2.5-vl patchify f32",
+        vec![1, 2, 3, 35, 2, 14, 35, 2, 14],
+        patch_perm.clone(),
+        DType::F32,
+    );
+    add(
+        "qwen3-vl patchify f32",
+        vec![1, 2, 3, 32, 2, 16, 32, 2, 16],
+        patch_perm,
+        DType::F32,
+    );
+    let b = if small { 1 } else { 8 };
+    let s = if small { 1024 } else { 2048 };
+    add(
+        "attention BSHD→BHSD bf16",
+        vec![b, s, 32, 128],
+        vec![0, 2, 1, 3],
+        DType::BF16,
+    );
+    let (h, w) = if small { (1824, 2736) } else { (3648, 5472) };
+    add("HWC→CHW u8", vec![h, w, 3], vec![2, 0, 1], DType::U8);
+    let (r, c) = if small { (2048, 4096) } else { (8192, 8192) };
+    add("transpose bf16", vec![r, c], vec![1, 0], DType::BF16);
+    let rank = if small { 22 } else { 24 };
+    add(
+        "all-2 reversal f32",
+        vec![2; rank],
+        (0..rank).rev().collect(),
+        DType::F32,
+    );
+    let shape = if small {
+        vec![31, 29, 33, 37]
+    } else {
+        vec![61, 59, 63, 57]
+    };
+    add("reversal f64", shape, vec![3, 2, 1, 0], DType::F64);
+    cases
+}
+
+/// Cases of a suite by name: `hptt`, `models` or `all`.
+pub fn suite(name: &str, size: SuiteSize, hptt_dtype: DType) -> crate::Result<Vec<Case>> {
+    match name {
+        "hptt" => Ok(hptt(size, hptt_dtype)),
+        "models" => Ok(models(size)),
+        "all" => Ok(hptt(size, hptt_dtype).into_iter().chain(models(size)).collect()),
+        other => Err(crate::Error::invalid(format!(
+            "suite '{other}' (expected hptt, models or all)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hptt_suite_has_57_cases_of_about_200_mib() {
+        let cases = hptt(SuiteSize::Full, DType::F32);
+        assert_eq!(cases.len(), 57);
+        for c in &cases {
+            let mib = c.bytes() as f64 / (1 << 20) as f64;
+            assert!((150.0..260.0).contains(&mib), "{} is {mib} MiB", c.name);
+            crate::tensor::validate_perm(&c.perm, c.shape.len()).unwrap();
+        }
+        // Column-major 7264×43408 → row-major 43408… reversed; perm (1,0) stays (1,0).
+        assert_eq!(
+            column_major_to_row_major(&[0, 2, 1], &[368, 384, 384]),
+            (vec![384, 384, 368], vec![1, 0, 2])
+        );
+        for c in hptt(SuiteSize::Small, DType::F32) {
+            let mib = c.bytes() as f64 / (1 << 20) as f64;
+            assert!((12.0..20.0).contains(&mib), "{} is {mib} MiB", c.name);
+        }
+    }
+}

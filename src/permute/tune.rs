@@ -1,0 +1,203 @@
+//! The autotuner: measures candidate plans (tile size, block order,
+//! non-temporal stores, thread count) for a problem and keeps the fastest in
+//! a JSON cache that [`tuned_plan`] consults.
+//!
+//! Cache location: `$VLK_TUNE_CACHE` if set, else
+//! `$XDG_CACHE_HOME/vlkernels/permute-tune.json`, else
+//! `$HOME/.cache/vlkernels/permute-tune.json`. Entries are keyed by the
+//! canonical problem (so equivalent shapes share one), the element size,
+//! the kernel family and the thread count asked for.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{BlockOrder, PermutePlan, Strategy, Tuning};
+use super::PermuteOptions;
+use crate::{Error, Result};
+
+/// One tuned problem.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TuneEntry {
+    /// A readable name of the problem that was tuned (shape and permutation).
+    pub problem: String,
+    pub tuning: Tuning,
+    /// GiB/s (read + written) of the chosen and of the default plan when tuned.
+    pub gibs: f64,
+    pub default_gibs: f64,
+}
+
+/// The tuning cache file's content.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TuneCache {
+    pub entries: BTreeMap<String, TuneEntry>,
+}
+
+/// Where the cache lives (see the module docs).
+pub fn cache_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VLK_TUNE_CACHE") {
+        return Ok(PathBuf::from(p));
+    }
+    let base = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) => PathBuf::from(x),
+        None => match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".cache"),
+            None => {
+                return Err(Error::Unavailable(
+                    "no VLK_TUNE_CACHE, XDG_CACHE_HOME or HOME to place the tuning cache".into(),
+                ))
+            }
+        },
+    };
+    Ok(base.join("vlkernels").join("permute-tune.json"))
+}
+
+impl TuneCache {
+    /// Loads the cache; a missing file is an empty cache.
+    pub fn load() -> Result<Self> {
+        let path = cache_path()?;
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                Error::Format(format!(
+                    "tuning cache {}: {e} (delete it to start afresh)",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TuneCache::default()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// Writes the cache (creating its directory).
+    pub fn save(&self) -> Result<PathBuf> {
+        let path = cache_path()?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Format(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+}
+
+/// The cache key of a plan: canonical axes, element size, kernel family, threads asked for.
+pub fn key(plan: &PermutePlan, threads_asked: usize) -> String {
+    let dims: Vec<String> = plan
+        .dims()
+        .iter()
+        .map(|d| format!("{}:{}", d.extent, d.src_stride))
+        .collect();
+    format!(
+        "{}|e{}|t{}|{}",
+        plan.kernel().name(),
+        plan.elem_bytes(),
+        threads_asked,
+        dims.join(",")
+    )
+}
+
+/// A plan with the cached tuning applied when the cache has this problem.
+pub fn tuned_plan(shape: &[usize], perm: &[usize], elem_bytes: usize, opts: &PermuteOptions) -> Result<PermutePlan> {
+    let plan = PermutePlan::new(shape, perm, elem_bytes, opts)?;
+    let cache = TuneCache::load()?;
+    match cache.entries.get(&key(&plan, plan.threads())) {
+        Some(e) => plan.with_tuning(&e.tuning),
+        None => Ok(plan),
+    }
+}
+
+/// The candidates tried for a plan: tile sizes and block orders for
+/// transposes, streaming stores on/off, and thread counts up to the maximum.
+pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
+    let base = plan.tuning();
+    let max_threads = base.threads.max(1);
+    let mut threads = vec![max_threads];
+    let mut t = max_threads / 2;
+    while t >= 1 && threads.len() < 3 {
+        threads.push(t);
+        t /= 2;
+    }
+    let transposes = matches!(plan.strategy(), Strategy::Transpose { .. });
+    let tiles: Vec<usize> = if transposes {
+        [8usize, 16, 32, 64, 128]
+            .into_iter()
+            .filter(|&t| t * plan.elem_bytes() <= 512)
+            .collect()
+    } else {
+        vec![base.tile]
+    };
+    let orders: &[BlockOrder] = if transposes {
+        &[BlockOrder::DstFastest, BlockOrder::SrcFastest]
+    } else {
+        &[BlockOrder::DstFastest]
+    };
+    // Streaming stores are used by the copy paths (Copy, Runs), not by tiles.
+    let nts: &[bool] = if transposes { &[false] } else { &[false, true] };
+    let mut out = Vec::new();
+    for &th in &threads {
+        for &tile in &tiles {
+            for &block_order in orders {
+                for &nt in nts {
+                    out.push(Tuning {
+                        tile,
+                        block_order,
+                        non_temporal: nt,
+                        threads: th,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Median time in seconds of `reps` runs of `plan`.
+fn time_plan(plan: &PermutePlan, src: &[u8], dst: &mut [u8], reps: usize) -> Result<f64> {
+    plan.execute_bytes(src, dst)?;
+    let mut t = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let s = Instant::now();
+        plan.execute_bytes(src, dst)?;
+        t.push(s.elapsed().as_secs_f64());
+    }
+    t.sort_by(|a, b| a.total_cmp(b));
+    Ok(t[t.len() / 2])
+}
+
+/// Measures every candidate for the problem, stores the fastest in `cache`
+/// and returns it. `progress(i, n)` is called after each candidate.
+pub fn tune_problem(
+    shape: &[usize],
+    perm: &[usize],
+    elem_bytes: usize,
+    opts: &PermuteOptions,
+    reps: usize,
+    cache: &mut TuneCache,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<TuneEntry> {
+    let plan = PermutePlan::new(shape, perm, elem_bytes, opts)?;
+    let bytes = plan.numel() * elem_bytes;
+    let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+    let mut dst = vec![0u8; bytes];
+    let gibs = |secs: f64| 2.0 * bytes as f64 / secs / (1u64 << 30) as f64;
+    let default_time = time_plan(&plan, &src, &mut dst, reps)?;
+    let cands = candidates(&plan);
+    let mut best = (default_time, plan.tuning());
+    for (i, c) in cands.iter().enumerate() {
+        let t = time_plan(&plan.with_tuning(c)?, &src, &mut dst, reps)?;
+        if t < best.0 {
+            best = (t, *c);
+        }
+        progress(i + 1, cands.len());
+    }
+    let entry = TuneEntry {
+        problem: format!("shape {shape:?} perm {perm:?} {elem_bytes}-byte"),
+        tuning: best.1,
+        gibs: gibs(best.0),
+        default_gibs: gibs(default_time),
+    };
+    cache.entries.insert(key(&plan, plan.threads()), entry.clone());
+    Ok(entry)
+}
