@@ -1,42 +1,34 @@
 //! Byte copies used by the executor: short runs without a call into
 //! memcpy, long runs through memcpy or streaming stores.
 
-/// Copies `len` bytes (`len <= 64`) with at most four overlapping
-/// unaligned moves, so a run of 3, 14 or 56 bytes costs a few instructions.
+/// Copies `n` runs of `N` bytes, run `t` from `src + t*src_step` to
+/// `dst + t*dst_step`. `N` is a constant so each run is a few fixed moves.
 ///
 /// # Safety
-/// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
-#[inline(always)]
-pub(crate) unsafe fn copy_small(src: *const u8, dst: *mut u8, len: usize) {
-    #[inline(always)]
-    unsafe fn mv<T: Copy>(src: *const u8, dst: *mut u8, off: usize) {
-        (dst.add(off) as *mut T).write_unaligned((src.add(off) as *const T).read_unaligned());
+/// Every run must be valid for reads (source) and writes (destination).
+unsafe fn copy_runs_fixed<const N: usize>(src: *const u8, dst: *mut u8, n: usize, src_step: usize, dst_step: usize) {
+    for t in 0..n {
+        let v = (src.add(t * src_step) as *const [u8; N]).read_unaligned();
+        (dst.add(t * dst_step) as *mut [u8; N]).write_unaligned(v);
     }
-    match len {
-        0 => {}
-        1 => mv::<u8>(src, dst, 0),
-        2..=3 => {
-            mv::<u16>(src, dst, 0);
-            mv::<u16>(src, dst, len - 2);
-        }
-        4..=7 => {
-            mv::<u32>(src, dst, 0);
-            mv::<u32>(src, dst, len - 4);
-        }
-        8..=15 => {
-            mv::<u64>(src, dst, 0);
-            mv::<u64>(src, dst, len - 8);
-        }
-        16..=32 => {
-            mv::<u128>(src, dst, 0);
-            mv::<u128>(src, dst, len - 16);
-        }
-        _ => {
-            debug_assert!(len <= 64);
-            mv::<[u128; 2]>(src, dst, 0);
-            mv::<[u128; 2]>(src, dst, len - 32);
-        }
+}
+
+/// A function that copies `n` equally spaced runs of one fixed length.
+pub(crate) type CopyRunsFn = unsafe fn(src: *const u8, dst: *mut u8, n: usize, src_step: usize, dst_step: usize);
+
+/// The fixed-length run copier for runs of `len` bytes (1..=64), chosen
+/// once per execution so the per-run work has no branches.
+pub(crate) fn copy_runs_fn(len: usize) -> Option<CopyRunsFn> {
+    macro_rules! table {
+        ($($n:literal)*) => {
+            match len {
+                $($n => Some(copy_runs_fixed::<$n> as CopyRunsFn),)*
+                _ => None,
+            }
+        };
     }
+    table!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
+           33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64)
 }
 
 /// Copies `len` bytes; with `non_temporal` on x86-64 the bulk is written

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::copy::{copy_bytes, copy_small};
+use super::copy::{copy_bytes, copy_runs_fn};
 use super::kernels::{self, KernelFamily};
 use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
 
@@ -190,20 +190,16 @@ unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
     let run_bytes = last.extent * es;
     let items: usize = rest.iter().map(|d| d.extent).product();
     let (rs, rd) = (row_dim.src_stride * es, row_dim.dst_stride * es);
+    let fixed = copy_runs_fn(run_bytes);
     parallel(items, threads, |range| {
         for_each_row_stretch(outer, *row_dim, es, range, |so, d0, n| {
-            let (mut s, mut d) = (p.src().add(so), p.dst().add(d0));
-            if run_bytes <= 64 {
-                for _ in 0..n {
-                    copy_small(s, d, run_bytes);
-                    s = s.add(rs);
-                    d = d.add(rd);
-                }
-            } else {
-                for _ in 0..n {
-                    copy_bytes(s, d, run_bytes, nt);
-                    s = s.add(rs);
-                    d = d.add(rd);
+            let (s, d) = (p.src().add(so), p.dst().add(d0));
+            match fixed {
+                Some(copy_runs) => copy_runs(s, d, n, rs, rd),
+                None => {
+                    for t in 0..n {
+                        copy_bytes(s.add(t * rs), d.add(t * rd), run_bytes, nt);
+                    }
                 }
             }
         });
