@@ -10,7 +10,9 @@ pub mod permute;
 pub mod tensor;
 
 pub use error::{Error, Result};
-pub use permute::{permute, permute_strided, KernelFamily, NonTemporal, PermuteOptions, PermutePlan};
+pub use permute::{
+    permute, permute_strided, BlockOrder, KernelFamily, NonTemporal, PermuteOptions, PermutePlan, Tuning,
+};
 pub use tensor::DType;
 
 /// CPU features relevant to kernel dispatch, detected once.

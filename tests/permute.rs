@@ -257,3 +257,34 @@ fn bad_input_is_an_error_naming_the_value() {
         }
     }
 }
+
+#[test]
+fn tuned_plans_come_from_the_cache_and_stay_correct() {
+    use vlkernels::permute::tune::{self, TuneCache};
+    let dir = tempfile::tempdir().unwrap();
+    // The only test that sets this variable; other tests never read the cache.
+    std::env::set_var("VLK_TUNE_CACHE", dir.path().join("cache.json"));
+    let (shape, perm) = ([67usize, 129], [1usize, 0]);
+    let opts = PermuteOptions::default().with_threads(1);
+    let mut cache = TuneCache::default();
+    let mut calls = 0;
+    let entry = tune::tune_problem(&shape, &perm, 4, &opts, 1, &mut cache, |_, _| calls += 1).unwrap();
+    assert!(calls >= 10, "only {calls} candidates measured");
+    // Store a deliberately unusual choice and check the tuned plan picks it up.
+    let mut e = entry.clone();
+    e.tuning.tile = 8;
+    e.tuning.block_order = vlkernels::BlockOrder::SrcFastest;
+    let key = cache.entries.keys().next().unwrap().clone();
+    cache.entries.insert(key, e.clone());
+    cache.save().unwrap();
+    let plan = PermutePlan::new(&shape, &perm, 4, &opts.clone().with_tuned(true)).unwrap();
+    assert_eq!(plan.tuning(), e.tuning);
+    let untuned = PermutePlan::new(&shape, &perm, 4, &opts).unwrap();
+    assert_ne!(untuned.tuning(), e.tuning);
+    check_case(&shape, &perm, 4, &opts.clone().with_tuned(true), 11);
+    // A corrupt cache is an error naming the file, not a panic.
+    std::fs::write(dir.path().join("cache.json"), "{not json").unwrap();
+    let r = PermutePlan::new(&shape, &perm, 4, &opts.with_tuned(true)).map(|_| ());
+    expect_err(r, "cache.json");
+    std::env::remove_var("VLK_TUNE_CACHE");
+}

@@ -28,6 +28,9 @@ pub struct PermuteOptions {
     pub kernel: KernelFamily,
     /// Non-temporal stores.
     pub non_temporal: NonTemporal,
+    /// Apply the autotuner's stored choice for this problem when the tuning
+    /// cache has one (see [`tune`](super::tune)); otherwise the default plan.
+    pub tuned: bool,
 }
 
 impl PermuteOptions {
@@ -46,6 +49,12 @@ impl PermuteOptions {
     /// Options with a non-temporal store policy.
     pub fn with_non_temporal(mut self, nt: NonTemporal) -> Self {
         self.non_temporal = nt;
+        self
+    }
+
+    /// Options that consult the tuning cache.
+    pub fn with_tuned(mut self, tuned: bool) -> Self {
+        self.tuned = tuned;
         self
     }
 

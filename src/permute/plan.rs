@@ -142,6 +142,9 @@ impl PermutePlan {
                 .and_then(|n| n.checked_mul(elem_bytes).map(|_| n))
                 .ok_or_else(|| Error::Overflow(format!("source extent of strides {src_strides:?} overflows usize")))?
         };
+        if let Some(0) = opts.threads {
+            return Err(Error::invalid("threads = 0: a plan needs at least one thread"));
+        }
         let kernel = kernels::resolve(opts.kernel)?;
         let dims = canonicalize(shape, src_strides, perm);
         let tile = tile_side(elem_bytes);
@@ -158,7 +161,7 @@ impl PermutePlan {
             // Streaming stores pay off once the output no longer fits in cache.
             NonTemporal::Auto => bytes >= super::options::NON_TEMPORAL_AUTO_BYTES,
         };
-        Ok(PermutePlan {
+        let plan = PermutePlan {
             shape: shape.to_vec(),
             perm: perm.to_vec(),
             elem_bytes,
@@ -171,7 +174,11 @@ impl PermutePlan {
             non_temporal,
             tile,
             block_order: BlockOrder::default(),
-        })
+        };
+        if opts.tuned {
+            return super::tune::apply_cached(plan);
+        }
+        Ok(plan)
     }
 
     /// The plan's tunable parameters.

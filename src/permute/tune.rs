@@ -98,9 +98,14 @@ pub fn key(plan: &PermutePlan, threads_asked: usize) -> String {
     )
 }
 
-/// A plan with the cached tuning applied when the cache has this problem.
+/// A plan with the cached tuning applied when the cache has this problem
+/// (the same as `PermutePlan::new` with `opts.tuned = true`).
 pub fn tuned_plan(shape: &[usize], perm: &[usize], elem_bytes: usize, opts: &PermuteOptions) -> Result<PermutePlan> {
-    let plan = PermutePlan::new(shape, perm, elem_bytes, opts)?;
+    PermutePlan::new(shape, perm, elem_bytes, &opts.clone().with_tuned(true))
+}
+
+/// Applies the cached tuning of `plan`'s problem, if any.
+pub(crate) fn apply_cached(plan: PermutePlan) -> Result<PermutePlan> {
     let cache = TuneCache::load()?;
     match cache.entries.get(&key(&plan, plan.threads())) {
         Some(e) => plan.with_tuning(&e.tuning),
@@ -177,7 +182,7 @@ pub fn tune_problem(
     cache: &mut TuneCache,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<TuneEntry> {
-    let plan = PermutePlan::new(shape, perm, elem_bytes, opts)?;
+    let plan = PermutePlan::new(shape, perm, elem_bytes, &opts.clone().with_tuned(false))?;
     let bytes = plan.numel() * elem_bytes;
     let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
     let mut dst = vec![0u8; bytes];

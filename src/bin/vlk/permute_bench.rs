@@ -130,13 +130,10 @@ fn measure(case: &Case, args: &PermuteBenchArgs, family: KernelFamily, threads: 
     let opts = PermuteOptions {
         threads: Some(threads),
         kernel: family,
+        tuned: args.tuned,
         ..Default::default()
     };
-    let plan = if args.tuned {
-        vlkernels::permute::tune::tuned_plan(&case.shape, &case.perm, case.dtype.size(), &opts)?
-    } else {
-        PermutePlan::new(&case.shape, &case.perm, case.dtype.size(), &opts)?
-    };
+    let plan = PermutePlan::new(&case.shape, &case.perm, case.dtype.size(), &opts)?;
     // Warm up (page faults, caches), then interleave memcpy and permute.
     parallel_copy(&src, &mut copy, threads);
     plan.execute_bytes(&src, &mut dst)?;
