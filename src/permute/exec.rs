@@ -224,6 +224,7 @@ unsafe fn gather<E: Copy>(dims: &[Dim], es: usize, p: Ptrs, threads: usize) {
 
 /// Byte offsets of flattened indices `start..start+n` of a group of axes
 /// (members innermost first), for the source or the destination side.
+/// One division per member for the start, then a carry-propagating count.
 fn group_offsets(
     dims: &[Dim],
     group: &[usize],
@@ -234,16 +235,44 @@ fn group_offsets(
     out: &mut Vec<usize>,
 ) {
     out.clear();
-    for flat in start..start + n {
-        let mut rem = flat;
-        let mut off = 0;
-        for &g in group {
-            let d = dims[g];
-            let idx = rem % d.extent;
-            rem /= d.extent;
-            off += idx * if src_side { d.src_stride } else { d.dst_stride };
+    let stride = |g: usize| {
+        es * if src_side {
+            dims[g].src_stride
+        } else {
+            dims[g].dst_stride
         }
-        out.push(off * es);
+    };
+    if let [only] = group {
+        let s = stride(*only);
+        out.extend((start..start + n).map(|i| i * s));
+        return;
+    }
+    let mut digits = vec![0usize; group.len()];
+    let mut rem = start;
+    let mut off = 0;
+    for (m, &g) in group.iter().enumerate() {
+        digits[m] = rem % dims[g].extent;
+        rem /= dims[g].extent;
+        off += digits[m] * stride(g);
+    }
+    let (e0, s0) = (dims[group[0]].extent, stride(group[0]));
+    while out.len() < n {
+        // Run along the innermost member without carries.
+        let run = (e0 - digits[0]).min(n - out.len());
+        out.extend((0..run).map(|t| off + t * s0));
+        digits[0] += run;
+        off += run * s0;
+        // Carry into outer members.
+        let mut m = 0;
+        while m < group.len() && digits[m] == dims[group[m]].extent {
+            off -= digits[m] * stride(group[m]);
+            digits[m] = 0;
+            m += 1;
+            if m < group.len() {
+                digits[m] += 1;
+                off += stride(group[m]);
+            }
+        }
     }
 }
 
@@ -273,11 +302,20 @@ unsafe fn transpose<E: Copy>(
     let blocks_a = count_a.div_ceil(tile_a);
     let blocks_b = count_b.div_ceil(tile_b);
     let outer_count: usize = outer.iter().map(|d| d.extent).product();
+    let (linear_a, linear_b) = (src_group.len() == 1, dst_group.len() == 1);
+    let step_a = es * dims[src_group[0]].dst_stride;
+    let step_b = es * dims[dst_group[0]].src_stride;
     let items = outer_count * blocks_a * blocks_b;
     parallel(items, threads, |range| {
         let mut od = Odometer::new(&outer, es);
         let mut src_rows = Vec::with_capacity(tile_b);
         let mut dst_rows = Vec::with_capacity(tile_a);
+        if linear_a {
+            group_offsets(dims, src_group, es, 0, tile_a.min(count_a), false, &mut dst_rows);
+        }
+        if linear_b {
+            group_offsets(dims, dst_group, es, 0, tile_b.min(count_b), true, &mut src_rows);
+        }
         let mut cached_ba = usize::MAX;
         let mut cached_bb = usize::MAX;
         let mut cached_outer = usize::MAX;
@@ -298,18 +336,24 @@ unsafe fn transpose<E: Copy>(
             }
             let (a0, b0) = (ba * tile_a, bb * tile_b);
             let (ta, tb) = (tile_a.min(count_a - a0), tile_b.min(count_b - b0));
-            if ba != cached_ba {
+            // A one-axis group has linear offsets: one table for all its
+            // blocks, shifted through the base pointer.
+            let (a_shift, b_shift) = (
+                if linear_a { a0 * step_a } else { 0 },
+                if linear_b { b0 * step_b } else { 0 },
+            );
+            if ba != cached_ba && !linear_a {
                 group_offsets(dims, src_group, es, a0, ta, false, &mut dst_rows);
                 cached_ba = ba;
             }
-            if bb != cached_bb {
+            if bb != cached_bb && !linear_b {
                 group_offsets(dims, dst_group, es, b0, tb, true, &mut src_rows);
                 cached_bb = bb;
             }
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
-            let src = p.src().add(od.src + a0 * es);
-            let dst = p.dst().add(od.dst + b0 * es);
-            tile::<E>(src, &src_rows, dst, &dst_rows, es, kernel);
+            let src = p.src().add(od.src + a0 * es + b_shift);
+            let dst = p.dst().add(od.dst + b0 * es + a_shift);
+            tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, kernel);
         }
     });
 }

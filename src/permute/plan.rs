@@ -349,10 +349,20 @@ fn classify(dims: &[Dim], side: usize) -> Strategy {
             _ => break,
         }
     }
+    // Keep the tile area near side² when one group is short (3 channels,
+    // say): the other side grows so each tile still moves a useful amount.
+    let area = side * side;
+    let (tile_a, tile_b) = if prod_a < side {
+        (prod_a, (area / prod_a).min(16 * side))
+    } else if prod_b < side {
+        ((area / prod_b).min(16 * side), prod_b)
+    } else {
+        (side, side)
+    };
     Strategy::Transpose {
         src_group,
         dst_group,
-        tile_a: side,
-        tile_b: side,
+        tile_a,
+        tile_b,
     }
 }
