@@ -54,8 +54,12 @@ pub enum BlockOrder {
 /// The tunable parameters of a plan (what `vlk tune` searches over).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
-    /// Transpose tile side in elements (each of the two groups spans about this many).
+    /// Transpose tile side in elements.
     pub tile: usize,
+    /// Axes join a transpose's source and destination groups until each
+    /// group spans at least this many elements (≥ `tile`); larger groups
+    /// give longer contiguous streams per outer iteration.
+    pub group: usize,
     pub block_order: BlockOrder,
     pub non_temporal: bool,
     pub threads: usize,
@@ -76,6 +80,7 @@ pub struct PermutePlan {
     pub(crate) threads: usize,
     pub(crate) non_temporal: bool,
     pub(crate) tile: usize,
+    pub(crate) group: usize,
     pub(crate) block_order: BlockOrder,
 }
 
@@ -151,7 +156,7 @@ impl PermutePlan {
         let strategy = if numel == 0 {
             Strategy::Empty
         } else {
-            classify(&dims, tile)
+            classify(&dims, tile, tile)
         };
         let bytes = numel * elem_bytes;
         let threads = opts.resolved_threads(bytes);
@@ -173,6 +178,7 @@ impl PermutePlan {
             threads,
             non_temporal,
             tile,
+            group: tile,
             block_order: BlockOrder::default(),
         };
         if opts.tuned {
@@ -185,6 +191,7 @@ impl PermutePlan {
     pub fn tuning(&self) -> Tuning {
         Tuning {
             tile: self.tile,
+            group: self.group,
             block_order: self.block_order,
             non_temporal: self.non_temporal,
             threads: self.threads,
@@ -200,11 +207,12 @@ impl PermutePlan {
         }
         let mut p = self.clone();
         p.tile = t.tile;
+        p.group = t.group;
         p.block_order = t.block_order;
         p.non_temporal = t.non_temporal;
         p.threads = t.threads;
         if p.numel > 0 {
-            p.strategy = classify(&p.dims, t.tile);
+            p.strategy = classify(&p.dims, t.tile, t.group);
         }
         Ok(p)
     }
@@ -257,12 +265,13 @@ impl PermutePlan {
             .map(|d| format!("{}(s{},d{})", d.extent, d.src_stride, d.dst_stride))
             .collect();
         format!(
-            "{:?} kernel={} threads={} nt={} tile={} order={:?} dims=[{}]",
+            "{:?} kernel={} threads={} nt={} tile={} group={} order={:?} dims=[{}]",
             self.strategy,
             self.kernel.name(),
             self.threads,
             self.non_temporal,
             self.tile,
+            self.group,
             self.block_order,
             dims.join(" ")
         )
@@ -308,7 +317,7 @@ pub(crate) fn tile_side(elem_bytes: usize) -> usize {
     (128 / elem_bytes).clamp(8, 64)
 }
 
-fn classify(dims: &[Dim], side: usize) -> Strategy {
+fn classify(dims: &[Dim], side: usize, group: usize) -> Strategy {
     let Some(last) = dims.last() else {
         // Every axis had extent 1: one element.
         return Strategy::Copy;
@@ -327,7 +336,7 @@ fn classify(dims: &[Dim], side: usize) -> Strategy {
     let mut dst_group = Vec::new();
     let mut prod_b = 1usize;
     for i in (0..dims.len()).rev() {
-        if i == k || prod_b >= side {
+        if i == k || prod_b >= group {
             break;
         }
         dst_group.push(i);
@@ -336,7 +345,7 @@ fn classify(dims: &[Dim], side: usize) -> Strategy {
     // Source group: axis k, then axes that continue the source-contiguous chain.
     let mut src_group = vec![k];
     let mut prod_a = dims[k].extent;
-    while prod_a < side {
+    while prod_a < group {
         let next = dims
             .iter()
             .enumerate()

@@ -133,6 +133,7 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
     } else {
         vec![base.tile]
     };
+    let groups: Vec<usize> = if transposes { vec![1, 4, 32] } else { vec![1] };
     let orders: &[BlockOrder] = if transposes {
         &[BlockOrder::DstFastest, BlockOrder::SrcFastest]
     } else {
@@ -143,14 +144,18 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
     let mut out = Vec::new();
     for &th in &threads {
         for &tile in &tiles {
-            for &block_order in orders {
-                for &nt in nts {
-                    out.push(Tuning {
-                        tile,
-                        block_order,
-                        non_temporal: nt,
-                        threads: th,
-                    });
+            for &g in &groups {
+                for &block_order in orders {
+                    for &nt in nts {
+                        let group = tile * g;
+                        out.push(Tuning {
+                            tile,
+                            group,
+                            block_order,
+                            non_temporal: nt,
+                            threads: th,
+                        });
+                    }
                 }
             }
         }
