@@ -4,7 +4,7 @@ mod common;
 
 use common::{c_strides, random_bytes, reference_permute, POISON};
 use proptest::prelude::*;
-use vlkernels::{permute, permute_strided, Error, KernelFamily, PermuteOptions, PermutePlan};
+use vlkernels::{permute, permute_strided, Error, KernelFamily, NonTemporal, PermuteOptions, PermutePlan};
 
 /// Element of `N` bytes, compared bytewise.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -73,10 +73,11 @@ fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
     #[test]
-    fn random_permutations_match_reference((shape, perm) in shape_and_perm(), es_idx in 0usize..5, seed in any::<u64>(), threads in 1usize..=3) {
+    fn random_permutations_match_reference((shape, perm) in shape_and_perm(), es_idx in 0usize..5, seed in any::<u64>(), threads in 1usize..=3, nt in any::<bool>()) {
         let es = [1, 2, 4, 8, 16][es_idx];
+        let nt = if nt { NonTemporal::On } else { NonTemporal::Off };
         for kernel in families() {
-            let opts = PermuteOptions::default().with_threads(threads).with_kernel(kernel);
+            let opts = PermuteOptions::default().with_threads(threads).with_kernel(kernel).with_non_temporal(nt);
             check_case(&shape, &perm, es, &opts, seed);
         }
     }
@@ -88,8 +89,12 @@ fn tile_edges_of_2d_transposes() {
     for kernel in families() {
         for &es in &[1usize, 2, 4, 8, 16] {
             for &r in &edges {
-                for &c in &[1usize, 8, 9, 33, 65] {
-                    let opts = PermuteOptions::default().with_threads(1).with_kernel(kernel);
+                for (i, &c) in [1usize, 8, 9, 33, 65].iter().enumerate() {
+                    let nt = if i % 2 == 0 { NonTemporal::On } else { NonTemporal::Off };
+                    let opts = PermuteOptions::default()
+                        .with_threads(1)
+                        .with_kernel(kernel)
+                        .with_non_temporal(nt);
                     check_case(&[r, c], &[1, 0], es, &opts, (r * 1000 + c) as u64);
                     check_case(&[c, r], &[1, 0], es, &opts, (r * 1000 + c + 7) as u64);
                 }
@@ -111,8 +116,11 @@ fn small_innermost_extents() {
     ];
     for kernel in families() {
         for (shape, perm, es) in &cases {
-            for threads in [1, 2, 5] {
-                let opts = PermuteOptions::default().with_threads(threads).with_kernel(kernel);
+            for (threads, nt) in [(1, NonTemporal::Off), (2, NonTemporal::On), (5, NonTemporal::Off)] {
+                let opts = PermuteOptions::default()
+                    .with_threads(threads)
+                    .with_kernel(kernel)
+                    .with_non_temporal(nt);
                 check_case(shape, perm, *es, &opts, 42);
             }
         }

@@ -32,43 +32,54 @@ pub(crate) fn copy_runs_fn(len: usize) -> Option<CopyRunsFn> {
 }
 
 /// Copies `len` bytes; with `non_temporal` on x86-64 the bulk is written
-/// with streaming stores that bypass the cache.
+/// with streaming stores that bypass the cache (followed by a fence).
 ///
 /// # Safety
 /// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
 pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize, non_temporal: bool) {
-    #[cfg(target_arch = "x86_64")]
     if non_temporal && len >= 256 {
-        return stream_copy_x86(src, dst, len);
+        stream_bytes(src, dst, len);
+        stream_fence();
+        return;
     }
-    let _ = non_temporal;
     std::ptr::copy_nonoverlapping(src, dst, len);
 }
 
-/// Streaming copy: align the destination to 16 bytes, `movntdq` the body,
-/// copy the tail normally, then fence so later loads see the data.
-#[cfg(target_arch = "x86_64")]
-unsafe fn stream_copy_x86(src: *const u8, dst: *mut u8, len: usize) {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
-    let head = dst.align_offset(16).min(len);
-    std::ptr::copy_nonoverlapping(src, dst, head);
-    let mut off = head;
-    while off + 64 <= len {
-        // SSE2 is part of the x86-64 baseline, so these are always available.
-        let s = src.add(off) as *const __m128i;
-        let d = dst.add(off) as *mut __m128i;
-        let (v0, v1, v2, v3) = (
-            _mm_loadu_si128(s),
-            _mm_loadu_si128(s.add(1)),
-            _mm_loadu_si128(s.add(2)),
-            _mm_loadu_si128(s.add(3)),
-        );
-        _mm_stream_si128(d, v0);
-        _mm_stream_si128(d.add(1), v1);
-        _mm_stream_si128(d.add(2), v2);
-        _mm_stream_si128(d.add(3), v3);
-        off += 64;
+/// Copies `len` bytes, writing the 16-byte-aligned body of the destination
+/// with streaming stores where the target has them; head and tail use
+/// ordinary stores. Callers issue [`stream_fence`] before the data is
+/// read by another thread.
+///
+/// # Safety
+/// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
+#[inline]
+pub(crate) unsafe fn stream_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let head = dst.align_offset(16).min(len);
+        std::ptr::copy_nonoverlapping(src, dst, head);
+        let mut off = head;
+        while off + 16 <= len {
+            // SSE2 is part of the x86-64 baseline, so this is always available.
+            _mm_stream_si128(
+                dst.add(off) as *mut __m128i,
+                _mm_loadu_si128(src.add(off) as *const __m128i),
+            );
+            off += 16;
+        }
+        std::ptr::copy_nonoverlapping(src.add(off), dst.add(off), len - off);
     }
-    std::ptr::copy_nonoverlapping(src.add(off), dst.add(off), len - off);
-    _mm_sfence();
+    #[cfg(not(target_arch = "x86_64"))]
+    std::ptr::copy_nonoverlapping(src, dst, len);
+}
+
+/// Orders earlier streaming stores before later stores (x86-64 `sfence`).
+#[inline]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions; SSE is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }

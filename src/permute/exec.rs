@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::copy::{copy_bytes, copy_runs_fn};
+use super::copy::{copy_bytes, copy_runs_fn, stream_bytes, stream_fence};
 use super::kernels::{self, KernelFamily};
 use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
 
@@ -83,6 +83,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             *tile_b,
             plan.kernel,
             plan.block_order,
+            plan.non_temporal,
             p,
             plan.threads,
         ),
@@ -289,6 +290,7 @@ unsafe fn transpose<E: Copy>(
     tile_b: usize,
     family: KernelFamily,
     order: BlockOrder,
+    non_temporal: bool,
     p: Ptrs,
     threads: usize,
 ) {
@@ -316,6 +318,15 @@ unsafe fn transpose<E: Copy>(
         if linear_b {
             group_offsets(dims, dst_group, es, 0, tile_b.min(count_b), true, &mut src_rows);
         }
+        // Streaming stores: tiles are built in an L1-resident staging buffer
+        // whose rows are then streamed out, so no destination line is read.
+        let tb_full = tile_b.min(count_b);
+        let mut stage = if non_temporal {
+            vec![0u8; tile_a.min(count_a) * tb_full * es]
+        } else {
+            Vec::new()
+        };
+        let stage_rows: Vec<usize> = (0..tile_a.min(count_a)).map(|i| i * tb_full * es).collect();
         let mut cached_ba = usize::MAX;
         let mut cached_bb = usize::MAX;
         let mut cached_outer = usize::MAX;
@@ -353,7 +364,17 @@ unsafe fn transpose<E: Copy>(
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
-            tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, kernel);
+            if non_temporal {
+                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, kernel);
+                for (i, &dr) in dst_rows[..ta].iter().enumerate() {
+                    stream_bytes(stage.as_ptr().add(stage_rows[i]), dst.add(dr), tb * es);
+                }
+            } else {
+                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, kernel);
+            }
+        }
+        if non_temporal {
+            stream_fence();
         }
     });
 }

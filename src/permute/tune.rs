@@ -139,8 +139,7 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
     } else {
         &[BlockOrder::DstFastest]
     };
-    // Streaming stores are used by the copy paths (Copy, Runs), not by tiles.
-    let nts: &[bool] = if transposes { &[false] } else { &[false, true] };
+    let nts: &[bool] = &[false, true];
     let mut out = Vec::new();
     for &th in &threads {
         for &tile in &tiles {
