@@ -1,6 +1,7 @@
 //! Kernel families and the micro-kernels the executor calls for transpose
 //! tiles. The portable kernels live here; ISA kernels come from simd/.
 
+use super::simd::{self, GenKernel};
 use crate::{Error, Result};
 
 /// A family of micro-kernels.
@@ -77,8 +78,48 @@ pub fn resolve(family: KernelFamily) -> Result<KernelFamily> {
     }
 }
 
+/// AVX-512 > AVX2 > NEON > Portable, among the families this CPU runs.
 fn best_available() -> KernelFamily {
-    KernelFamily::Portable
+    [KernelFamily::Avx512, KernelFamily::Avx2, KernelFamily::Neon]
+        .into_iter()
+        .find(|&f| available(f))
+        .unwrap_or(KernelFamily::Portable)
+}
+
+/// The generated kernel tables a family may use, best first (an AVX-512 CPU
+/// also runs the AVX2 kernels, which cover widths the AVX-512 model lacks).
+pub fn generated_tables(family: KernelFamily) -> Vec<&'static [GenKernel]> {
+    match family {
+        KernelFamily::Avx512 => vec![simd::avx512(), simd::avx2()],
+        KernelFamily::Avx2 => vec![simd::avx2()],
+        KernelFamily::Neon => vec![simd::neon()],
+        _ => Vec::new(),
+    }
+}
+
+/// Picks a generated kernel: a small-extent kernel when one side of the tile
+/// is exactly its extent (e.g. 3 channels) and too short for the square
+/// block, else the square block of the element size.
+fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count_b: usize) -> Option<TileKernel> {
+    let tables = generated_tables(family);
+    let of_size = || {
+        tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|k| k.elem_bytes == elem_bytes)
+    };
+    let square = of_size().find(|k| !k.src_contiguous && !k.dst_contiguous);
+    let short_a = square.is_none_or(|s| count_a < s.na);
+    let short_b = square.is_none_or(|s| count_b < s.nb);
+    let small = of_size().find(|k| {
+        (short_a && k.src_contiguous && k.na == count_a && k.nb <= count_b)
+            || (short_b && k.dst_contiguous && k.nb == count_b && k.na <= count_a)
+    });
+    small.or(square).map(|k| TileKernel {
+        na: k.na,
+        nb: k.nb,
+        func: k.func,
+    })
 }
 
 /// A transpose micro-kernel for a block of `nb` source rows × `na` elements.
@@ -101,10 +142,12 @@ pub struct TileKernel {
 /// `count_a` and `count_b` are the tile's extents (elements per source row,
 /// source rows), so a family may pick a block shape that fits small extents.
 pub fn tile_kernel(family: KernelFamily, elem_bytes: usize, count_a: usize, count_b: usize) -> Option<TileKernel> {
-    let _ = (count_a, count_b);
     match family {
         KernelFamily::Scalar | KernelFamily::Auto => None,
-        _ => portable_tile(elem_bytes),
+        KernelFamily::Portable => portable_tile(elem_bytes),
+        // ISA kernels only where the CPU runs them; widths without one use the portable tile.
+        f if available(f) => generated_tile(f, elem_bytes, count_a, count_b).or_else(|| portable_tile(elem_bytes)),
+        _ => None,
     }
 }
 

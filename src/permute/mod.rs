@@ -9,6 +9,7 @@ pub mod exec;
 pub mod kernels;
 pub mod options;
 pub mod plan;
+pub mod simd;
 pub mod suites;
 pub mod tune;
 

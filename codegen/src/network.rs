@@ -1,0 +1,251 @@
+//! Shuffle networks, the problems they solve, and the interpreter that runs
+//! a network on lane labels to prove it correct for its ISA model.
+
+use crate::isa::{Isa, IsaKind, Param};
+
+/// One instruction use: `value = instr(args...)` (values are SSA numbers;
+/// inputs are `0..n_inputs`, step `s` defines `n_inputs + s`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Step {
+    pub instr: usize,
+    pub param: Param,
+    pub args: Vec<usize>,
+}
+
+/// A straight-line shuffle network.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub n_inputs: usize,
+    pub steps: Vec<Step>,
+    /// The value stored as output register `r`.
+    pub outputs: Vec<usize>,
+    /// Load slot → flat source chunk (see [`Problem::in_piece`]); slot
+    /// `r * pieces + t` is piece `t` of input register `r`.
+    pub loads: Vec<usize>,
+    /// Store slot → flat destination chunk (see [`Problem::out_piece`]).
+    pub stores: Vec<usize>,
+}
+
+impl Network {
+    /// Instructions that move lanes (everything the network executes).
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Total model cost.
+    pub fn cost(&self, isa: &Isa) -> u32 {
+        self.steps.iter().map(|s| isa.instrs[s.instr].cost).sum()
+    }
+}
+
+/// How a side of the block sits in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rows {
+    /// Each row has its own address (row offset table); a register holds a
+    /// whole row, part of one, or several short rows loaded piecewise.
+    Separate,
+    /// The rows are known to be back to back (checked at run time), so the
+    /// block is a flat run of registers.
+    Contiguous,
+}
+
+/// An in-register block problem: `nb` source rows of `na` elements become
+/// `na` destination rows of `nb` elements (`dst[i][j] = src[j][i]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Problem {
+    pub isa: IsaKind,
+    pub elem_bits: usize,
+    pub na: usize,
+    pub nb: usize,
+    pub src: Rows,
+    pub dst: Rows,
+}
+
+impl Problem {
+    /// Elements per register.
+    pub fn lanes(&self) -> usize {
+        self.isa.vector_bits() / self.elem_bits
+    }
+
+    /// Registers on each side.
+    pub fn regs(&self) -> usize {
+        self.na * self.nb / self.lanes()
+    }
+
+    /// Whether the block maps onto whole registers on both sides and every
+    /// separate row is a whole number of registers or of register pieces.
+    pub fn is_well_formed(&self) -> bool {
+        let l = self.lanes();
+        let fits = |n: usize, rows: Rows| match rows {
+            Rows::Contiguous => true,
+            Rows::Separate => n % l == 0 || (l % n == 0 && self.piece_ok(n)),
+        };
+        self.na > 0 && self.nb > 0 && (self.na * self.nb) % l == 0 && fits(self.na, self.src) && fits(self.nb, self.dst)
+    }
+
+    /// Partial-register rows must be a load width the emitter supports.
+    fn piece_ok(&self, n: usize) -> bool {
+        let bits = n * self.elem_bits;
+        match self.isa {
+            IsaKind::Neon => bits == 64,
+            IsaKind::Avx2 => bits == 128,
+            IsaKind::Avx512 => bits == 128 || bits == 256,
+        }
+    }
+
+    /// Elements per load slot: a whole register, or one short source row.
+    pub fn in_piece(&self) -> usize {
+        match self.src {
+            Rows::Contiguous => self.lanes(),
+            Rows::Separate => self.na.min(self.lanes()),
+        }
+    }
+
+    /// Elements per store slot.
+    pub fn out_piece(&self) -> usize {
+        match self.dst {
+            Rows::Contiguous => self.lanes(),
+            Rows::Separate => self.nb.min(self.lanes()),
+        }
+    }
+
+    /// Input labels when load slot `s` holds flat source chunk `loads[s]`.
+    pub fn input_labels_for(&self, loads: &[usize]) -> Vec<Vec<u32>> {
+        let l = self.lanes();
+        let piece = self.in_piece();
+        let per = l / piece;
+        (0..self.regs())
+            .map(|r| {
+                (0..l)
+                    .map(|k| {
+                        let f = loads[r * per + k / piece] * piece + k % piece;
+                        ((f % self.na) * self.nb + f / self.na) as u32
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Identity slot maps (slot `s` ↔ chunk `s`).
+    pub fn identity_slots(&self, piece: usize) -> Vec<usize> {
+        (0..self.regs() * self.lanes() / piece).collect()
+    }
+
+    /// Input register `r`, lane `l` holds flat source element `r*L + l`,
+    /// i.e. row `j = f / na`, column `i = f % na`; its label is its flat
+    /// destination index `i*nb + j`.
+    pub fn input_labels(&self) -> Vec<Vec<u32>> {
+        let l = self.lanes();
+        (0..self.regs())
+            .map(|r| {
+                (0..l)
+                    .map(|k| {
+                        let f = r * l + k;
+                        ((f % self.na) * self.nb + f / self.na) as u32
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Output register `r` must hold destination elements `r*L .. r*L+L`.
+    pub fn target_labels(&self) -> Vec<Vec<u32>> {
+        let l = self.lanes();
+        (0..self.regs())
+            .map(|r| (0..l).map(|k| (r * l + k) as u32).collect())
+            .collect()
+    }
+
+    /// The kernel's function name, e.g. `transpose_8x8_b32_avx2`.
+    pub fn fn_name(&self) -> String {
+        let tag = match (self.src, self.dst) {
+            (Rows::Separate, Rows::Separate) => "",
+            (Rows::Contiguous, Rows::Separate) => "_csrc",
+            (Rows::Separate, Rows::Contiguous) => "_cdst",
+            (Rows::Contiguous, Rows::Contiguous) => "_cboth",
+        };
+        format!(
+            "transpose_{}x{}{}_b{}_{}",
+            self.nb,
+            self.na,
+            tag,
+            self.elem_bits,
+            self.isa.name()
+        )
+    }
+}
+
+/// Label of a lane that holds zero (out-of-range table lookups).
+pub const ZERO: u32 = u32::MAX;
+
+/// Runs `net` on `inputs` (lane labels of `w`-bit elements) under the ISA
+/// model; returns the output registers or why the network is malformed.
+pub fn execute(isa: &Isa, w: usize, net: &Network, inputs: &[Vec<u32>]) -> Result<Vec<Vec<u32>>, String> {
+    if inputs.len() != net.n_inputs {
+        return Err(format!("{} inputs given, network takes {}", inputs.len(), net.n_inputs));
+    }
+    let mut vals: Vec<Vec<u32>> = inputs.to_vec();
+    for (s, step) in net.steps.iter().enumerate() {
+        let instr = isa
+            .instrs
+            .get(step.instr)
+            .ok_or_else(|| format!("step {s}: no instruction {}", step.instr))?;
+        if step.args.len() != instr.arity {
+            return Err(format!("step {s}: {} takes {} operands", instr.name, instr.arity));
+        }
+        if step.args.iter().any(|&a| a >= vals.len()) {
+            return Err(format!("step {s}: operand not yet defined"));
+        }
+        let sel = isa
+            .select_at(instr, &step.param, w)
+            .ok_or_else(|| format!("step {s}: {} splits {w}-bit elements", instr.name))?;
+        let out = sel
+            .iter()
+            .map(|x| match *x {
+                None => ZERO,
+                Some((o, l)) => vals[step.args[o as usize]][l as usize],
+            })
+            .collect();
+        vals.push(out);
+    }
+    net.outputs
+        .iter()
+        .map(|&o| {
+            vals.get(o)
+                .cloned()
+                .ok_or_else(|| format!("output value {o} undefined"))
+        })
+        .collect()
+}
+
+/// Checks that `net` solves `p` under the ISA model.
+pub fn verify(p: &Problem, net: &Network) -> Result<(), String> {
+    let isa = Isa::new(p.isa);
+    let (pin, pout) = (p.in_piece(), p.out_piece());
+    let mut seen_in = net.loads.clone();
+    seen_in.sort_unstable();
+    let mut seen_out = net.stores.clone();
+    seen_out.sort_unstable();
+    if seen_in != p.identity_slots(pin) || seen_out != p.identity_slots(pout) {
+        return Err("load or store slots are not a permutation of the chunks".into());
+    }
+    let got = execute(&isa, p.elem_bits, net, &p.input_labels_for(&net.loads))?;
+    if got.len() != p.regs() {
+        return Err(format!("{} outputs, expected {}", got.len(), p.regs()));
+    }
+    let per = p.lanes() / pout;
+    for (r, g) in got.iter().enumerate() {
+        for t in 0..per {
+            let chunk = net.stores[r * per + t];
+            let want: Vec<u32> = (0..pout).map(|k| (chunk * pout + k) as u32).collect();
+            if g[t * pout..(t + 1) * pout] != want[..] {
+                return Err(format!("output register {r} piece {t}: got {g:?}, want {want:?}"));
+            }
+        }
+    }
+    Ok(())
+}
