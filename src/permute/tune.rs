@@ -188,8 +188,9 @@ pub fn tune_problem(
 ) -> Result<TuneEntry> {
     let plan = PermutePlan::new(shape, perm, elem_bytes, &opts.clone().with_tuned(false))?;
     let bytes = plan.numel() * elem_bytes;
-    let src: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
-    let mut dst = vec![0u8; bytes];
+    let mut src = crate::buffer::huge_page_buffer(bytes);
+    src.iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+    let mut dst = crate::buffer::huge_page_buffer(bytes);
     let gibs = |secs: f64| 2.0 * bytes as f64 / secs / (1u64 << 30) as f64;
     let default_time = time_plan(&plan, &src, &mut dst, reps)?;
     let cands = candidates(&plan);
