@@ -197,13 +197,21 @@ unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
             let (s, d) = (p.src().add(so), p.dst().add(d0));
             match fixed {
                 Some(copy_runs) => copy_runs(s, d, n, rs, rd),
+                None if nt => {
+                    for t in 0..n {
+                        stream_bytes(s.add(t * rs), d.add(t * rd), run_bytes);
+                    }
+                }
                 None => {
                     for t in 0..n {
-                        copy_bytes(s.add(t * rs), d.add(t * rd), run_bytes, nt);
+                        copy_bytes(s.add(t * rs), d.add(t * rd), run_bytes, false);
                     }
                 }
             }
         });
+        if nt {
+            stream_fence();
+        }
     });
 }
 

@@ -13,7 +13,7 @@ pub enum NonTemporal {
 }
 
 /// Output size from which `NonTemporal::Auto` streams stores.
-pub const NON_TEMPORAL_AUTO_BYTES: usize = 64 << 20;
+pub const NON_TEMPORAL_AUTO_BYTES: usize = 32 << 20;
 
 /// Problems smaller than this run on one thread: waking a pool costs more.
 pub const PARALLEL_MIN_BYTES: usize = 256 << 10;

@@ -152,12 +152,6 @@ impl PermutePlan {
         }
         let kernel = kernels::resolve(opts.kernel)?;
         let dims = canonicalize(shape, src_strides, perm);
-        let tile = tile_side(elem_bytes);
-        let strategy = if numel == 0 {
-            Strategy::Empty
-        } else {
-            classify(&dims, tile, tile)
-        };
         let bytes = numel * elem_bytes;
         let threads = opts.resolved_threads(bytes);
         let non_temporal = match opts.non_temporal {
@@ -165,6 +159,12 @@ impl PermutePlan {
             NonTemporal::Off => false,
             // Streaming stores pay off once the output no longer fits in cache.
             NonTemporal::Auto => bytes >= super::options::NON_TEMPORAL_AUTO_BYTES,
+        };
+        let defaults = default_tuning(elem_bytes, non_temporal, threads);
+        let strategy = if numel == 0 {
+            Strategy::Empty
+        } else {
+            classify(&dims, defaults.tile, defaults.group)
         };
         let plan = PermutePlan {
             shape: shape.to_vec(),
@@ -177,9 +177,9 @@ impl PermutePlan {
             kernel,
             threads,
             non_temporal,
-            tile,
-            group: tile,
-            block_order: BlockOrder::default(),
+            tile: defaults.tile,
+            group: defaults.group,
+            block_order: defaults.block_order,
         };
         if opts.tuned {
             return super::tune::apply_cached(plan);
@@ -311,10 +311,26 @@ pub fn canonicalize(shape: &[usize], src_strides: &[usize], perm: &[usize]) -> V
     fused
 }
 
-/// Elements a transpose tile side should span: about 64 bytes per row so a
-/// tile row is a whole cache line, and at least 8 elements.
-pub(crate) fn tile_side(elem_bytes: usize) -> usize {
-    (128 / elem_bytes).clamp(8, 64)
+/// The untuned plan parameters (chosen from `vlk tune` runs on the HPTT and
+/// models suites). With streaming stores the source is walked in long
+/// sequential streams (`SrcFastest`) while each tile writes 512-byte row
+/// pieces, whole lines for the write-combining buffers; without them the
+/// tiles stay small (128-byte rows) so they live in L1 and the walk follows
+/// the destination.
+pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usize) -> Tuning {
+    let (row_bytes, block_order) = if non_temporal {
+        (512, BlockOrder::SrcFastest)
+    } else {
+        (128, BlockOrder::DstFastest)
+    };
+    let tile = (row_bytes / elem_bytes).clamp(8, 128);
+    Tuning {
+        tile,
+        group: 8 * tile,
+        block_order,
+        non_temporal,
+        threads,
+    }
 }
 
 fn classify(dims: &[Dim], side: usize, group: usize) -> Strategy {
