@@ -4,6 +4,7 @@
 //! [`permute_strided`] and the reusable [`PermutePlan`].
 
 pub mod error;
+pub mod moe;
 pub mod npy;
 pub mod permute;
 pub mod tensor;
