@@ -3,8 +3,20 @@
 use vlkernels::Result;
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Option<BenchWhich>,
+}
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    Err(vlkernels::Error::Unavailable("bench is being written".into()))
+#[derive(clap::Subcommand)]
+enum BenchWhich {
+    /// MoE routing, dispatch plan and whole-block timing.
+    Moe(crate::moe_bench::MoeBenchArgs),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.which {
+        Some(BenchWhich::Moe(a)) => crate::moe_bench::run(a),
+        None => Err(vlkernels::Error::Unavailable("bench is being written".into())),
+    }
 }

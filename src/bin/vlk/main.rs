@@ -1,6 +1,7 @@
 //! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
 
 mod bench;
+mod moe_bench;
 mod permute_cmd;
 
 use clap::{Parser, Subcommand};
