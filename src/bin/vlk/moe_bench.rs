@@ -179,7 +179,10 @@ fn self_check(w: &MoeWeights, cfg: &RouterConfig) -> Result<()> {
 }
 
 /// Named random f32 tensors of one block in the per-expert layout.
-fn random_block(e: usize, h: usize, i: usize, shared: bool) -> Vec<(String, (Vec<usize>, Vec<u8>))> {
+/// A named tensor: (name, (shape, f32 little-endian bytes)).
+type NamedBytes = (String, (Vec<usize>, Vec<u8>));
+
+fn random_block(e: usize, h: usize, i: usize, shared: bool) -> Vec<NamedBytes> {
     let s = 1.0 / (h as f32).sqrt();
     let bytes = |n: usize, seed: u64| -> Vec<u8> {
         random(n, seed, -s, s)
