@@ -8,6 +8,7 @@
 #define MOE_MAX_EXPERTS 512
 #define MOE_MAX_TOPK 16
 #define MOE_ALIGN_WARPS 16
+#define MOE_ALIGN_BATCH 16
 #define FULL_MASK 0xffffffffu
 
 __device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
@@ -155,7 +156,7 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* scratch, int* to
     return before + inc - x;
 }
 
-extern "C" __global__ void __launch_bounds__(MOE_ALIGN_WARPS * 32) moe_align_stable(AlignLaunch a) {
+extern "C" __global__ void __launch_bounds__(MOE_ALIGN_WARPS * 32, 1) moe_align_stable(AlignLaunch a) {
     __shared__ int cnt[MOE_ALIGN_WARPS][MOE_MAX_EXPERTS];  // counts, then write cursors
     __shared__ int seg_start[MOE_MAX_EXPERTS];
     __shared__ int pad_start[MOE_MAX_EXPERTS];
@@ -172,14 +173,24 @@ extern "C" __global__ void __launch_bounds__(MOE_ALIGN_WARPS * 32) moe_align_sta
     const i64 lo = warp * per;
     const i64 hi = lo + per < a.n ? lo + per : a.n;
     const unsigned lt_mask = (1u << lane) - 1u;
-    for (i64 base = lo; base < hi; base += 32) {
-        const i64 idx = base + lane;
-        const int e = idx < hi ? ids[idx] : -1;
-        const bool ok = (unsigned)e < (unsigned)E;
-        if (idx < hi && !ok) atomicMin(&first_bad, (unsigned long long)idx);
-        const unsigned peers = __match_any_sync(FULL_MASK, ok ? e : -1) & __ballot_sync(FULL_MASK, ok);
-        if (ok && (peers & lt_mask) == 0) cnt[warp][e] += __popc(peers);
-        __syncwarp();
+    // Ids are loaded MOE_ALIGN_BATCH steps ahead so the loads overlap (the walk is
+    // otherwise bound by one load latency per step).
+    for (i64 base = lo; base < hi; base += 32 * MOE_ALIGN_BATCH) {
+        int ev[MOE_ALIGN_BATCH];
+#pragma unroll
+        for (int r = 0; r < MOE_ALIGN_BATCH; ++r) {
+            const i64 idx = base + 32 * r + lane;
+            ev[r] = idx < hi ? __ldg(ids + idx) : -1;
+        }
+#pragma unroll
+        for (int r = 0; r < MOE_ALIGN_BATCH; ++r) {
+            const int e = ev[r];
+            const bool ok = (unsigned)e < (unsigned)E;
+            if (!ok && base + 32 * r + lane < hi) atomicMin(&first_bad, (unsigned long long)(base + 32 * r + lane));
+            const unsigned peers = __match_any_sync(FULL_MASK, ok ? e : -1) & __ballot_sync(FULL_MASK, ok);
+            if (ok && (peers & lt_mask) == 0) cnt[warp][e] += __popc(peers);
+            __syncwarp();
+        }
     }
     __syncthreads();
 
@@ -229,20 +240,29 @@ extern "C" __global__ void __launch_bounds__(MOE_ALIGN_WARPS * 32) moe_align_sta
 
     int* sorted = reinterpret_cast<int*>(a.sorted);
     int* inverse = reinterpret_cast<int*>(a.inverse);
-    for (i64 base = lo; base < hi; base += 32) {
-        const i64 idx = base + lane;
-        const int e = idx < hi ? ids[idx] : -1;
-        const bool ok = (unsigned)e < (unsigned)E;
-        const unsigned peers = __match_any_sync(FULL_MASK, ok ? e : -1) & __ballot_sync(FULL_MASK, ok);
-        if (ok) {
-            const int pos = cnt[warp][e] + __popc(peers & lt_mask);
-            sorted[pos] = (int)idx;
-            inverse[idx] = pos;
-            padded_sorted[(i64)pad_start[e] + (pos - seg_start[e])] = (int)idx;
+    for (i64 base = lo; base < hi; base += 32 * MOE_ALIGN_BATCH) {
+        int ev[MOE_ALIGN_BATCH];
+#pragma unroll
+        for (int r = 0; r < MOE_ALIGN_BATCH; ++r) {
+            const i64 idx = base + 32 * r + lane;
+            ev[r] = idx < hi ? __ldg(ids + idx) : -1;
         }
-        __syncwarp();
-        if (ok && (peers & lt_mask) == 0) cnt[warp][e] += __popc(peers);
-        __syncwarp();
+#pragma unroll
+        for (int r = 0; r < MOE_ALIGN_BATCH; ++r) {
+            const i64 idx = base + 32 * r + lane;
+            const int e = ev[r];
+            const bool ok = (unsigned)e < (unsigned)E;
+            const unsigned peers = __match_any_sync(FULL_MASK, ok ? e : -1) & __ballot_sync(FULL_MASK, ok);
+            if (ok) {
+                const int pos = cnt[warp][e] + __popc(peers & lt_mask);
+                sorted[pos] = (int)idx;
+                inverse[idx] = pos;
+                padded_sorted[(i64)pad_start[e] + (pos - seg_start[e])] = (int)idx;
+            }
+            __syncwarp();
+            if (ok && (peers & lt_mask) == 0) cnt[warp][e] += __popc(peers);
+            __syncwarp();
+        }
     }
     if (tid == 0) *reinterpret_cast<long long*>(a.status) = (long long)first_bad;
 }
@@ -321,7 +341,7 @@ struct UnpermuteLaunch {
     unsigned long long inverse;      // i32 [tokens * k]
     unsigned long long out;          // T [tokens, hidden]
     unsigned long long shared_y;     // T [tokens, hidden] or 0
-    unsigned long long shared_gate;  // f32 [tokens] (pre-sigmoid) or 0
+    unsigned long long shared_gate;  // T [tokens] (pre-sigmoid) or 0
     i64 tokens, hidden;
     int k;
 };
@@ -334,7 +354,7 @@ __device__ void unpermute(const UnpermuteLaunch& a) {
     T* out = reinterpret_cast<T*>(a.out);
     for (i64 t = blockIdx.x; t < a.tokens; t += gridDim.x) {
         float gate = 0.f;
-        if (a.shared_y) gate = 1.f / (1.f + expf(-reinterpret_cast<const float*>(a.shared_gate)[t]));
+        if (a.shared_y) gate = 1.f / (1.f + expf(-to_f32(reinterpret_cast<const T*>(a.shared_gate)[t])));
         for (i64 d = threadIdx.x; d < a.hidden; d += blockDim.x) {
             float acc = 0.f;
             for (int j = 0; j < a.k; ++j) {

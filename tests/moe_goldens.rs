@@ -51,7 +51,7 @@ fn tensor_map<'a>(views: &'a [(String, TensorView<'a>)]) -> HashMap<String, Tens
 }
 
 fn load(case: &str) -> Golden {
-    let path = format!("{}/tests/fixtures/moe/{case}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/{case}.safetensors", fixtures_dir());
     Golden {
         bytes: std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
     }
@@ -147,4 +147,9 @@ fn transposed_fused_layout_matches() {
     let cfg = RouterConfig::new(e, 4, true).unwrap();
     let got = moe_block(&f32s(&st, "x"), &w, &cfg).unwrap();
     assert_close("5.x layout out", &got.out, &f32s(&st, "out"), 1e-5, 1e-4);
+}
+
+/// `VLK_MOE_FIXTURES` (for a test binary run away from its source tree) or tests/fixtures/moe.
+fn fixtures_dir() -> String {
+    std::env::var("VLK_MOE_FIXTURES").unwrap_or_else(|_| format!("{}/tests/fixtures/moe", env!("CARGO_MANIFEST_DIR")))
 }

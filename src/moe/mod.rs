@@ -9,6 +9,7 @@
 //! (`run_experts`) → `unpermute_tokens` (weighted sum) → shared expert.
 
 pub mod block;
+pub mod cuda;
 pub mod dispatch;
 pub mod expert;
 pub mod router;

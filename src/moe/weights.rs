@@ -50,6 +50,13 @@ pub struct SharedExpert {
     pub gate: Vec<f32>,
 }
 
+impl SharedExpert {
+    /// `(gate_up [2I, H], down [H, I], gate [H])`, all `[out, in]`.
+    pub fn storage(&self) -> (&[f32], &[f32], &[f32]) {
+        (&self.gate_up, &self.down, &self.gate)
+    }
+}
+
 /// Router, experts and optional shared expert of one MoE block, as f32.
 #[derive(Clone, Debug)]
 pub struct MoeWeights {
@@ -270,6 +277,12 @@ impl MoeWeights {
                 down: MatRef::new(&self.down, base_dn, i, h, 1, i)?,
             })
         }
+    }
+
+    /// The fused expert buffers as stored: `(gate_up, down, in_out)`, where `in_out`
+    /// means `[E, H, 2I]` + `[E, I, H]` and otherwise `[E, 2I, H]` + `[E, H, I]`.
+    pub fn fused_storage(&self) -> (&[f32], &[f32], bool) {
+        (&self.gate_up, &self.down, self.in_out)
     }
 
     /// Views of the shared expert, if any.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod moe_bench;
+mod moe_bench_cuda;
 mod permute_cmd;
 
 use clap::{Parser, Subcommand};

@@ -20,36 +20,31 @@ pub enum BenchDevice {
 pub struct MoeBenchArgs {
     /// Where to run.
     #[arg(long, value_enum, default_value = "cpu")]
-    device: BenchDevice,
+    pub device: BenchDevice,
     /// Token counts for the routing + dispatch-plan timing.
     #[arg(long, default_value = "1,32,4096,16384")]
-    tokens: String,
+    pub tokens: String,
     /// Token counts for the whole-block timing.
     #[arg(long, default_value = "1,32,512")]
-    block_tokens: String,
+    pub block_tokens: String,
     /// Hidden size of the block benchmark (Qwen3-30B-A3B and Qwen3-Next: 2048).
     #[arg(long, default_value_t = 512)]
-    hidden: usize,
+    pub hidden: usize,
     /// Expert intermediate size of the block benchmark (Qwen3-30B-A3B: 768, Qwen3-Next: 512).
     #[arg(long, default_value_t = 256)]
-    intermediate: usize,
+    pub intermediate: usize,
     /// Minimum seconds spent per measurement.
     #[arg(long, default_value_t = 0.2)]
-    min_time: f64,
+    pub min_time: f64,
     /// Worker threads (default: all cores).
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 /// The two routing shapes of the issue: (name, experts, k, shared expert).
-const MODELS: [(&str, usize, usize, bool); 2] = [("qwen3-30b-a3b", 128, 8, false), ("qwen3-next", 512, 10, true)];
+pub const MODELS: [(&str, usize, usize, bool); 2] = [("qwen3-30b-a3b", 128, 8, false), ("qwen3-next", 512, 10, true)];
 
 pub fn run(args: MoeBenchArgs) -> Result<()> {
-    if args.device == BenchDevice::Cuda {
-        return Err(Error::Unavailable(
-            "--device cuda: this build has no CUDA support (the CUDA launchers live in cuda/moe.cu)".into(),
-        ));
-    }
     crate::init_threads(args.threads)?;
     let tokens = crate::parse_list("--tokens", &args.tokens)?;
     let block_tokens = crate::parse_list("--block-tokens", &args.block_tokens)?;
@@ -64,6 +59,9 @@ pub fn run(args: MoeBenchArgs) -> Result<()> {
             "--min-time {}: must be positive",
             args.min_time
         )));
+    }
+    if args.device == BenchDevice::Cuda {
+        return crate::moe_bench_cuda::run(&args, &tokens, &block_tokens);
     }
     println!("vlk bench moe (cpu, {} threads)", rayon::current_num_threads());
     let copy_gbs = copy_bandwidth(args.min_time);
@@ -96,6 +94,9 @@ pub fn run(args: MoeBenchArgs) -> Result<()> {
         }
     }
 
+    if block_tokens.is_empty() {
+        return Ok(());
+    }
     let (h, i) = (args.hidden, args.intermediate);
     println!("\nwhole MoE block (router GEMM, route, plan, permute, expert GEMMs, unpermute), H = {h}, I = {i}:");
     println!(
@@ -103,22 +104,7 @@ pub fn run(args: MoeBenchArgs) -> Result<()> {
         "model", "T", "ms", "TFLOP/s", "/gemm", "weight GB/s", "/copy"
     );
     for &(name, e, k, shared) in &MODELS {
-        let owned = random_block(e, h, i, shared);
-        let tensors: HashMap<String, TensorRef<'_>> = owned
-            .iter()
-            .map(|(n, (shape, bytes))| {
-                (
-                    n.clone(),
-                    TensorRef {
-                        dtype: DType::F32,
-                        shape,
-                        data: bytes,
-                    },
-                )
-            })
-            .collect();
-        let w = MoeWeights::from_tensors(&tensors, "")?;
-        drop(tensors);
+        let w = build_weights(e, h, i, shared)?;
         let cfg = RouterConfig::new(e, k, true)?;
         self_check(&w, &cfg)?;
         for &t in &block_tokens {
@@ -147,8 +133,27 @@ pub fn run(args: MoeBenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Random weights of one block, through the same loader as a checkpoint.
+pub fn build_weights(e: usize, h: usize, i: usize, shared: bool) -> Result<MoeWeights> {
+    let owned = random_block(e, h, i, shared);
+    let tensors: HashMap<String, TensorRef<'_>> = owned
+        .iter()
+        .map(|(n, (shape, bytes))| {
+            (
+                n.clone(),
+                TensorRef {
+                    dtype: DType::F32,
+                    shape,
+                    data: bytes,
+                },
+            )
+        })
+        .collect();
+    MoeWeights::from_tensors(&tensors, "")
+}
+
 /// Multiply-adds ×2 of router, expert and shared-expert GEMMs.
-fn block_flops(t: usize, h: usize, i: usize, e: usize, k: usize, shared: bool) -> f64 {
+pub fn block_flops(t: usize, h: usize, i: usize, e: usize, k: usize, shared: bool) -> f64 {
     let (t, h, i, e, k) = (t as f64, h as f64, i as f64, e as f64, k as f64);
     let expert = 2.0 * 3.0 * h * i;
     2.0 * t * h * e + t * k * expert + if shared { t * (expert + 2.0 * h) } else { 0.0 }
@@ -180,9 +185,10 @@ fn self_check(w: &MoeWeights, cfg: &RouterConfig) -> Result<()> {
 
 /// Named random f32 tensors of one block in the per-expert layout.
 /// A named tensor: (name, (shape, f32 little-endian bytes)).
-type NamedBytes = (String, (Vec<usize>, Vec<u8>));
+pub type NamedBytes = (String, (Vec<usize>, Vec<u8>));
 
-fn random_block(e: usize, h: usize, i: usize, shared: bool) -> Vec<NamedBytes> {
+pub fn random_block(e: usize, h: usize, i: usize, shared: bool) -> Vec<NamedBytes> {
+    use rayon::prelude::*;
     let s = 1.0 / (h as f32).sqrt();
     let bytes = |n: usize, seed: u64| -> Vec<u8> {
         random(n, seed, -s, s)
@@ -190,27 +196,32 @@ fn random_block(e: usize, h: usize, i: usize, shared: bool) -> Vec<NamedBytes> {
             .flat_map(|v| v.to_le_bytes())
             .collect()
     };
-    let mut v = vec![("gate.weight".to_string(), (vec![e, h], bytes(e * h, 1)))];
-    let mut mlp = |prefix: String, seed: u64| {
-        v.push((format!("{prefix}gate_proj.weight"), (vec![i, h], bytes(i * h, seed))));
-        v.push((format!("{prefix}up_proj.weight"), (vec![i, h], bytes(i * h, seed + 1))));
-        v.push((
-            format!("{prefix}down_proj.weight"),
-            (vec![h, i], bytes(i * h, seed + 2)),
-        ));
+    let mlp = |prefix: String, seed: u64| -> Vec<NamedBytes> {
+        vec![
+            (format!("{prefix}gate_proj.weight"), (vec![i, h], bytes(i * h, seed))),
+            (format!("{prefix}up_proj.weight"), (vec![i, h], bytes(i * h, seed + 1))),
+            (
+                format!("{prefix}down_proj.weight"),
+                (vec![h, i], bytes(i * h, seed + 2)),
+            ),
+        ]
     };
-    for x in 0..e {
-        mlp(format!("experts.{x}."), 10 + 3 * x as u64);
-    }
+    let mut v = vec![("gate.weight".to_string(), (vec![e, h], bytes(e * h, 1)))];
+    // Experts are generated in parallel: full-size blocks hold billions of weights.
+    let experts: Vec<Vec<NamedBytes>> = (0..e)
+        .into_par_iter()
+        .map(|x| mlp(format!("experts.{x}."), 10 + 3 * x as u64))
+        .collect();
+    v.extend(experts.into_iter().flatten());
     if shared {
-        mlp("shared_expert.".to_string(), 7);
+        v.extend(mlp("shared_expert.".to_string(), 7));
         v.push(("shared_expert_gate.weight".to_string(), (vec![1, h], bytes(h, 8))));
     }
     v
 }
 
 /// Median seconds per call over at least `min_time` seconds (and 3 calls).
-fn time(min_time: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub fn time(min_time: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut samples = Vec::new();
     let start = Instant::now();
@@ -256,7 +267,7 @@ fn dense_gemm_rate(min_time: f64) -> Result<f64> {
 }
 
 /// Deterministic uniform floats in [lo, hi).
-fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+pub fn random(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
     (0..n)
         .map(|_| {
