@@ -302,6 +302,9 @@ fn grid_for(rows: usize) -> u32 {
 
 /// Gathers token rows into expert order: `out [rows, H]`, row `p` is the token of
 /// `sorted[p]` (or, with `padded`, of `padded_sorted[p]`, padding rows zero-filled).
+/// With `padded`, `out` holds the plan's padded length (`padded_offsets[E]` rows, known
+/// on the host after [`CudaDispatchPlan::to_host`] or from a worst-case bound); rows
+/// past that length are not meaningful.
 pub fn permute_tokens_cuda<T: FloatElem>(
     dev: &CudaDevice,
     x: &CudaSlice<T>,
