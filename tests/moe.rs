@@ -449,3 +449,51 @@ fn loader_names_missing_and_misshapen_tensors() {
     assert!(moe_block(&[0.0; 8], &w, &RouterConfig::new(5, 2, true).unwrap()).is_err());
     assert!(moe_block(&[0.0; 9], &w, &RouterConfig::new(4, 2, true).unwrap()).is_err());
 }
+
+#[test]
+fn views_and_expert_calls_reject_bad_shapes() {
+    let data = vec![0f32; 12];
+    // A [3, 4] row-major view fits; one more row or a wider stride does not.
+    assert!(MatRef::new(&data, 0, 3, 4, 4, 1).is_ok());
+    let msg = MatRef::new(&data, 0, 4, 4, 4, 1).unwrap_err().to_string();
+    assert!(msg.contains("reaches element 15 of a 12-element buffer"), "{msg}");
+    assert!(
+        MatRef::new(&data, 1, 3, 4, 4, 1).is_err(),
+        "offset pushes the last element out"
+    );
+    assert!(MatRef::new(&data, 0, 2, 2, usize::MAX, 1).is_err(), "stride overflow");
+    assert!(MatRef::new(&data, 0, 0, 4, 4, 1).is_ok(), "an empty view is fine");
+    let m = MatRef::new(&data, 0, 3, 4, 4, 1).unwrap();
+    assert!(m.cols(2, 3).is_err(), "columns 2..5 of 4");
+
+    let (h, i) = (4usize, 3usize);
+    let g = vec![0.5f32; h * i];
+    let d = vec![0.25f32; h * i];
+    let w = ExpertRef {
+        gate: MatRef::new(&g, 0, h, i, i, 1).unwrap(),
+        up: MatRef::new(&g, 0, h, i, i, 1).unwrap(),
+        down: MatRef::new(&d, 0, i, h, h, 1).unwrap(),
+    };
+    let mut out = vec![0f32; 2 * h];
+    assert!(
+        expert_ffn(&[1.0; 7], &w, &mut out, false).is_err(),
+        "7 inputs for hidden 4"
+    );
+    assert!(
+        expert_ffn(&[1.0; 8], &w, &mut out[..4], false).is_err(),
+        "output of one row for two"
+    );
+    let bad = ExpertRef {
+        down: MatRef::new(&d, 0, h, i, i, 1).unwrap(),
+        ..w
+    };
+    assert!(
+        expert_ffn(&[1.0; 8], &bad, &mut out, false).is_err(),
+        "down [4, 3] for [3, 4]"
+    );
+    // Fast and reference agree on this small expert too.
+    let mut want = vec![f32::NAN; 2 * h];
+    expert_ffn(&[1.0, -2.0, 0.5, 3.0, 0.0, 1.0, 1.0, -1.0], &w, &mut out, false).unwrap();
+    expert_ffn_reference(&[1.0, -2.0, 0.5, 3.0, 0.0, 1.0, 1.0, -1.0], &w, &mut want).unwrap();
+    assert_close("small expert", &out, &want, 1e-6, 1e-6);
+}
