@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch reference timings for `vlk bench moe --device cuda`, run in the same GPU
-session: routing (softmax in f32, topk, renormalise), the dispatch plan as torch
+call: routing (softmax in f32, topk, renormalise), the dispatch plan as torch
 would build it (stable argsort of the expert ids, bincount, cumsum), and the
 weighted combine with index_add_. CUDA-event timings, like the Rust bench.
 

@@ -1,4 +1,4 @@
-//! Helpers for the MoE tests: random data and named-tensor builders.
+//! Shared code for the MoE tests: random data and named-tensor builders.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
