@@ -4,12 +4,19 @@
 //! [`permute_strided`] and the reusable [`PermutePlan`].
 
 pub mod buffer;
+pub mod cuda;
+pub mod device;
 pub mod error;
+pub mod float;
+pub mod moe;
 pub mod npy;
 pub mod permute;
+pub mod rope;
 pub mod tensor;
 
+pub use device::Device;
 pub use error::{Error, Result};
+pub use float::FloatElem;
 pub use permute::{
     permute, permute_strided, BlockOrder, KernelFamily, NonTemporal, PermuteOptions, PermutePlan, Tuning,
 };

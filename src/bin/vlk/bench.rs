@@ -16,11 +16,14 @@ pub struct BenchArgs {
 enum BenchWhat {
     /// Tensor permutation against memcpy, the naive loop and (optionally) NumPy.
     Permute(PermuteBenchArgs),
+    /// MoE routing, dispatch plan and whole-block timing.
+    Moe(crate::moe_bench::MoeBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         None => permute_bench::run(PermuteBenchArgs::short_default()),
         Some(BenchWhat::Permute(a)) => permute_bench::run(a),
+        Some(BenchWhat::Moe(a)) => crate::moe_bench::run(a),
     }
 }

@@ -1,6 +1,8 @@
 //! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
 
 mod bench;
+mod moe_bench;
+mod moe_bench_cuda;
 mod numpy_compare;
 mod permute_bench;
 mod permute_cmd;
