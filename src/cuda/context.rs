@@ -179,4 +179,38 @@ impl CudaDevice {
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver_err("stream synchronize"))
     }
+
+    /// Copies `src` into the front of `dst` on the device (`dst` at least as long).
+    pub fn copy_device<T: DeviceRepr>(&self, src: &CudaSlice<T>, dst: &mut CudaSlice<T>) -> Result<()> {
+        if dst.len() < src.len() {
+            return Err(Error::ShapeMismatch(format!(
+                "device copy of {} elements into a buffer of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        self.stream
+            .memcpy_dtod(src, dst)
+            .map_err(driver_err("device-to-device copy"))
+    }
+
+    /// Mean milliseconds per call of `f` over `iters` calls, timed with events on the
+    /// stream (after one untimed warm-up call).
+    pub fn time_ms(&self, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        if iters == 0 {
+            return Err(Error::invalid("time_ms with 0 iterations"));
+        }
+        f()?;
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(driver_err("event create"))?;
+        let end = self.ctx.new_event(flags).map_err(driver_err("event create"))?;
+        start.record(&self.stream).map_err(driver_err("event record"))?;
+        for _ in 0..iters {
+            f()?;
+        }
+        end.record(&self.stream).map_err(driver_err("event record"))?;
+        end.synchronize().map_err(driver_err("event synchronize"))?;
+        let ms = start.elapsed_ms(&end).map_err(driver_err("event elapsed"))?;
+        Ok(ms as f64 / iters as f64)
+    }
 }

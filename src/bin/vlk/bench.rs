@@ -3,8 +3,20 @@
 use vlkernels::Result;
 
 #[derive(clap::Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+}
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    Err(vlkernels::Error::Unavailable("bench is being written".into()))
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// RoPE family at Qwen2.5-VL / Qwen3-VL shapes (CPU or CUDA).
+    Rope(crate::rope_bench::RopeBenchArgs),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.what {
+        Some(BenchWhat::Rope(a)) => crate::rope_bench::run(a),
+        None => Err(vlkernels::Error::Unavailable("bench is being written".into())),
+    }
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod permute_cmd;
+mod rope_bench;
 
 use clap::{Parser, Subcommand};
 
