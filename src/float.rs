@@ -22,12 +22,14 @@ pub trait FloatElem:
     /// Round to nearest even from f64 (one rounding, for references).
     fn from_f64(x: f64) -> Self;
     /// Widens a slice into `dst` (same length).
+    #[inline(always)]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = s.to_f32();
         }
     }
     /// Narrows `src` into a slice (same length).
+    #[inline(always)]
     fn store_f32(src: &[f32], dst: &mut [Self]) {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = Self::from_f32(*s);
@@ -59,10 +61,12 @@ impl FloatElem for f16 {
     fn from_f64(x: f64) -> Self {
         f16::from_f64(x)
     }
+    #[inline(always)]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
         src.convert_to_f32_slice(dst);
     }
+    #[inline(always)]
     fn store_f32(src: &[f32], dst: &mut [Self]) {
         use half::slice::HalfFloatSliceExt;
         dst.convert_from_f32_slice(src);
@@ -80,12 +84,14 @@ impl FloatElem for bf16 {
     fn from_f64(x: f64) -> Self {
         bf16::from_f64(x)
     }
+    #[inline(always)]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
         // A shift per element: written on bits so it vectorises.
         for (d, s) in dst.iter_mut().zip(src) {
             *d = f32::from_bits((s.to_bits() as u32) << 16);
         }
     }
+    #[inline(always)]
     fn store_f32(src: &[f32], dst: &mut [Self]) {
         // Round to nearest even; NaN becomes a quiet NaN. Branch-free so it vectorises.
         for (d, s) in dst.iter_mut().zip(src) {

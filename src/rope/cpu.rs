@@ -72,6 +72,8 @@ fn run<T: FloatElem>(
     // Enough rows per task that splitting pays off (about 64 KiB of q and k).
     let bytes_per_token = (ql.heads + kl.heads) * rotary_dim * std::mem::size_of::<T>();
     let min_len = (65536 / bytes_per_token.max(1)).max(1);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = crate::cpu_features().avx2 && std::arch::is_x86_feature_detected!("fma");
     (0..tokens).into_par_iter().with_min_len(min_len).for_each_init(
         || Scratch {
             cos: vec![0.0; tables * plan.half],
@@ -79,27 +81,159 @@ fn run<T: FloatElem>(
             row: vec![0.0; rotary_dim],
         },
         |s, n| {
-            fill_tables(plan, positions, tokens, n, s);
             // SAFETY: views were validated to lie inside their buffers and rows of one
-            // token never overlap rows of another token or of the other view.
+            // token never overlap rows of another token or of the other view; the AVX2
+            // form runs only where the CPU has AVX2 and FMA.
             unsafe {
-                rotate_heads(plan, q, ql, n, false, s);
-                rotate_heads(plan, k, kl, n, true, s);
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    return token_avx2(plan, positions, tokens, n, q, ql, k, kl, s);
+                }
+                token(plan, positions, tokens, n, q, ql, k, kl, s)
             }
         },
     );
 }
 
+/// One token: cos/sin tables, then every q and k head.
+///
+/// # Safety
+/// As [`rotate_heads`], for both views.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn token<T: FloatElem>(
+    plan: &RopePlan,
+    positions: &[i64],
+    tokens: usize,
+    n: usize,
+    q: RawPtr<T>,
+    ql: &HeadsLayout,
+    k: RawPtr<T>,
+    kl: &HeadsLayout,
+    s: &mut Scratch,
+) {
+    fill_tables(plan, positions, tokens, n, s);
+    rotate_heads(plan, q, ql, n, false, s);
+    rotate_heads(plan, k, kl, n, true, s);
+}
+
+/// [`token`] compiled for AVX2 + FMA (the loops vectorise 8 f32 / 4 f64 wide).
+///
+/// # Safety
+/// As [`token`]; the CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn token_avx2<T: FloatElem>(
+    plan: &RopePlan,
+    positions: &[i64],
+    tokens: usize,
+    n: usize,
+    q: RawPtr<T>,
+    ql: &HeadsLayout,
+    k: RawPtr<T>,
+    kl: &HeadsLayout,
+    s: &mut Scratch,
+) {
+    token(plan, positions, tokens, n, q, ql, k, kl, s)
+}
+
+#[inline(always)]
 fn fill_tables(plan: &RopePlan, positions: &[i64], tokens: usize, n: usize, s: &mut Scratch) {
     let half = plan.half;
     let per_head = plan.head_axis.is_some();
     for t in 0..s.cos.len() / half {
+        // Angles first (into the sin table), then sin/cos over the whole table.
         for j in 0..half {
             let row = if per_head { t } else { plan.pair_axis[j] as usize };
-            let angle = positions[row * tokens + n] as f32 * plan.freq[j];
-            let (sv, cv) = angle.sin_cos();
-            s.cos[t * half + j] = cv * plan.scale;
-            s.sin[t * half + j] = sv * plan.scale;
+            s.sin[t * half + j] = positions[row * tokens + n] as f32 * plan.freq[j];
+        }
+    }
+    if s.sin.iter().all(|a| a.abs() < 1.0e6) {
+        for (sv, cv) in s.sin.iter_mut().zip(s.cos.iter_mut()) {
+            let (a, b) = sin_cos_reduced(*sv);
+            *sv = a * plan.scale;
+            *cv = b * plan.scale;
+        }
+    } else {
+        for (sv, cv) in s.sin.iter_mut().zip(s.cos.iter_mut()) {
+            let (a, b) = sin_cos(*sv);
+            *sv = a * plan.scale;
+            *cv = b * plan.scale;
+        }
+    }
+}
+
+/// sin and cos of an f32 angle, correct to f32 rounding: reduction by π/2 in f64
+/// (Cody-Waite, two-part π/2, exact products for |k| < 2^20) and Taylor polynomials on
+/// [-π/4, π/4] whose truncation error (< 1e-11) is far below f32 precision. Several
+/// times cheaper than libm's sinf + cosf; larger angles go to libm.
+pub(crate) fn sin_cos(angle: f32) -> (f32, f32) {
+    if (angle as f64).abs() < 1.0e6 {
+        sin_cos_reduced(angle)
+    } else {
+        let (s, c) = (angle as f64).sin_cos();
+        (s as f32, c as f32)
+    }
+}
+
+/// [`sin_cos`] for |angle| < 1e6, without branches so that loops over it vectorise.
+#[inline(always)]
+fn sin_cos_reduced(angle: f32) -> (f32, f32) {
+    const PIO2_HI: f64 = 1.570_796_326_734_125_6; // 33 significant bits
+    const PIO2_LO: f64 = 6.077_100_506_506_192e-11; // π/2 - PIO2_HI
+                                                    // Round to nearest by adding and removing 1.5 * 2^52 (no SSE4.1 round needed).
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    let x = angle as f64;
+    let kf = (x * std::f64::consts::FRAC_2_PI + SHIFTER) - SHIFTER;
+    let r = (x - kf * PIO2_HI) - kf * PIO2_LO;
+    let r2 = r * r;
+    let s = r + r
+        * r2
+        * (-1.0 / 6.0
+            + r2 * (1.0 / 120.0 + r2 * (-1.0 / 5040.0 + r2 * (1.0 / 362_880.0 + r2 * (-1.0 / 39_916_800.0)))));
+    let c = 1.0
+        + r2 * (-0.5
+            + r2 * (1.0 / 24.0
+                + r2 * (-1.0 / 720.0 + r2 * (1.0 / 40320.0 + r2 * (-1.0 / 3_628_800.0 + r2 / 479_001_600.0)))));
+    // Quadrant k mod 4: odd swaps sin and cos; the sign bits follow k & 2 and (k + 1) & 2.
+    let q = kf as i32 as u64;
+    let swap = q & 1 == 1;
+    let (s, c) = if swap { (c, s) } else { (s, c) };
+    let s = f64::from_bits(s.to_bits() ^ ((q & 2) << 62));
+    let c = f64::from_bits(c.to_bits() ^ (((q + 1) & 2) << 62));
+    (s as f32, c as f32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sin_cos_is_correct_to_f32_rounding() {
+        let mut worst = 0f64;
+        let mut x = 0x1234_5678_u64;
+        for i in 0..400_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let scale = [1.0, 10.0, 1e3, 1e5, 9.9e5, 3e6][i % 6];
+            let a = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale as f32;
+            let (s, c) = super::sin_cos(a);
+            let (ws, wc) = (a as f64).sin_cos();
+            worst = worst.max((s as f64 - ws).abs()).max((c as f64 - wc).abs());
+        }
+        // Half an f32 ulp at 1 is 6e-8: allow one rounding plus the reduction error.
+        assert!(worst < 7e-8, "worst abs error {worst:e}");
+        for a in [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            std::f32::consts::FRAC_PI_4,
+            1e6,
+            -2e7,
+            f32::MAX,
+        ] {
+            let (s, c) = super::sin_cos(a);
+            let (ws, wc) = (a as f64).sin_cos();
+            assert!((s as f64 - ws).abs() < 7e-8 && (c as f64 - wc).abs() < 7e-8, "{a}");
         }
     }
 }
@@ -107,6 +241,7 @@ fn fill_tables(plan: &RopePlan, positions: &[i64], tokens: usize, n: usize, s: &
 /// # Safety
 /// Every row of token `n` in `v` must be inside the buffer behind `base` and written by
 /// no other thread.
+#[inline(always)]
 unsafe fn rotate_heads<T: FloatElem>(
     plan: &RopePlan,
     base: RawPtr<T>,
@@ -137,6 +272,7 @@ unsafe fn rotate_heads<T: FloatElem>(
     }
 }
 
+#[inline(always)]
 fn rotate_neox(x: &mut [f32], c: &[f32], s: &[f32]) {
     let (a, b) = x.split_at_mut(c.len());
     for (((a, b), &c), &s) in a.iter_mut().zip(b.iter_mut()).zip(c).zip(s) {
@@ -146,6 +282,7 @@ fn rotate_neox(x: &mut [f32], c: &[f32], s: &[f32]) {
     }
 }
 
+#[inline(always)]
 fn rotate_gptj(x: &mut [f32], c: &[f32], s: &[f32]) {
     for ((pair, &c), &s) in x.chunks_exact_mut(2).zip(c).zip(s) {
         let (x1, x2) = (pair[0], pair[1]);
