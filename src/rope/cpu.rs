@@ -205,39 +205,6 @@ fn sin_cos_reduced(angle: f32) -> (f32, f32) {
     (s as f32, c as f32)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sin_cos_is_correct_to_f32_rounding() {
-        let mut worst = 0f64;
-        let mut x = 0x1234_5678_u64;
-        for i in 0..400_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let scale = [1.0, 10.0, 1e3, 1e5, 9.9e5, 3e6][i % 6];
-            let a = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale as f32;
-            let (s, c) = super::sin_cos(a);
-            let (ws, wc) = (a as f64).sin_cos();
-            worst = worst.max((s as f64 - ws).abs()).max((c as f64 - wc).abs());
-        }
-        // Half an f32 ulp at 1 is 6e-8: allow one rounding plus the reduction error.
-        assert!(worst < 7e-8, "worst abs error {worst:e}");
-        for a in [
-            0.0f32,
-            -0.0,
-            1.0,
-            -1.0,
-            std::f32::consts::FRAC_PI_4,
-            1e6,
-            -2e7,
-            f32::MAX,
-        ] {
-            let (s, c) = super::sin_cos(a);
-            let (ws, wc) = (a as f64).sin_cos();
-            assert!((s as f64 - ws).abs() < 7e-8 && (c as f64 - wc).abs() < 7e-8, "{a}");
-        }
-    }
-}
-
 /// # Safety
 /// Every row of token `n` in `v` must be inside the buffer behind `base` and written by
 /// no other thread.
@@ -288,5 +255,38 @@ fn rotate_gptj(x: &mut [f32], c: &[f32], s: &[f32]) {
         let (x1, x2) = (pair[0], pair[1]);
         pair[0] = x1 * c - x2 * s;
         pair[1] = x2 * c + x1 * s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sin_cos_is_correct_to_f32_rounding() {
+        let mut worst = 0f64;
+        let mut x = 0x1234_5678_u64;
+        for i in 0..400_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let scale = [1.0, 10.0, 1e3, 1e5, 9.9e5, 3e6][i % 6];
+            let a = ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale as f32;
+            let (s, c) = super::sin_cos(a);
+            let (ws, wc) = (a as f64).sin_cos();
+            worst = worst.max((s as f64 - ws).abs()).max((c as f64 - wc).abs());
+        }
+        // Half an f32 ulp at 1 is 6e-8: allow one rounding plus the reduction error.
+        assert!(worst < 7e-8, "worst abs error {worst:e}");
+        for a in [
+            0.0f32,
+            -0.0,
+            1.0,
+            -1.0,
+            std::f32::consts::FRAC_PI_4,
+            1e6,
+            -2e7,
+            f32::MAX,
+        ] {
+            let (s, c) = super::sin_cos(a);
+            let (ws, wc) = (a as f64).sin_cos();
+            assert!((s as f64 - ws).abs() < 7e-8 && (c as f64 - wc).abs() < 7e-8, "{a}");
+        }
     }
 }
