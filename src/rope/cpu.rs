@@ -229,13 +229,29 @@ unsafe fn rotate_heads<T: FloatElem>(
         let off = v.offset + n * v.token_stride + h * v.head_stride;
         let row = std::slice::from_raw_parts_mut(base.0.add(off), r);
         let (c, sn) = (&s.cos[t * half..(t + 1) * half], &s.sin[t * half..(t + 1) * half]);
-        T::load_f32(row, &mut s.row);
-        if plan.gptj {
-            rotate_gptj(&mut s.row, c, sn);
+        rotate_row(row, c, sn, plan.gptj, &mut s.row);
+    }
+}
+
+/// Rotates one head row: f32 in place; f16/bf16 through an f32 scratch row in three short
+/// loops (widen, rotate, narrow) that vectorise, where one fused loop over both halves
+/// does not.
+#[inline(always)]
+fn rotate_row<T: FloatElem>(row: &mut [T], c: &[f32], s: &[f32], gptj: bool, scratch: &mut [f32]) {
+    let rotate = |x: &mut [f32]| {
+        if gptj {
+            rotate_gptj(x, c, s)
         } else {
-            rotate_neox(&mut s.row, c, sn);
+            rotate_neox(x, c, s)
         }
-        T::store_f32(&s.row, row);
+    };
+    if T::DTYPE == crate::DType::F32 {
+        // SAFETY: FloatElem is sealed; the only implementor with DTYPE F32 is f32 itself.
+        rotate(unsafe { std::slice::from_raw_parts_mut(row.as_mut_ptr().cast::<f32>(), row.len()) });
+    } else {
+        T::load_f32(row, scratch);
+        rotate(scratch);
+        T::store_f32(scratch, row);
     }
 }
 
