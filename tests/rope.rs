@@ -81,6 +81,18 @@ fn many_tokens_split_across_threads() {
 }
 
 #[test]
+fn qwen3_5_partial_interleaved() {
+    // Qwen3.5: R = 64 of D = 256, MRoPE-I sections [11, 11, 10] (θ here is a test value).
+    let p = RopeParams::new(256, RopeVariant::Interleaved { sections: [11, 11, 10] })
+        .with_rotary_dim(64)
+        .with_theta(1e7);
+    for placement in [Placement::Separate, Placement::Fused, Placement::Padded] {
+        check_fast_vs_reference::<bf16>(&p, 37, 16, 2, placement, 8);
+        check_fast_vs_reference::<f32>(&p, 37, 16, 2, placement, 9);
+    }
+}
+
+#[test]
 fn inv_freq_override_and_scaling_are_used() {
     let inv: Vec<f32> = (0..16).map(|i| 0.5f32.powi(i)).collect();
     let p = RopeParams::new(32, RopeVariant::Plain)
@@ -247,4 +259,18 @@ proptest! {
             _ => check_fast_vs_reference::<bf16>(&p, n, heads.0, heads.1, placement, seed),
         }
     }
+}
+
+#[test]
+fn readme_example() -> vlkernels::Result<()> {
+    use vlkernels::rope::{self, positions::*};
+    let params = RopeParams::qwen3_vl();
+    let segs = [Segment::Text(5), Segment::Image { t: 1, h: 4, w: 4 }, Segment::Text(3)];
+    let pos = mrope_positions(&segs, &MropeOptions::qwen3_vl())?;
+    let (q, k) = HeadsLayout::fused_qkv(pos.tokens, 32, 8, 128);
+    let mut qkv = vec![half::bf16::ONE; pos.tokens * 48 * 128];
+    rope::apply_fused(&params, &pos.ids, &mut qkv, &q, &k)?;
+    assert_eq!(pos.tokens, 12);
+    assert!(qkv[11 * 48 * 128] != half::bf16::ONE);
+    Ok(())
 }

@@ -111,6 +111,23 @@ fn cuda_equal_rows_equal_plain_bitwise() {
 }
 
 #[test]
+fn cuda_qwen3_5_partial_interleaved() {
+    let Some(dev) = common::gpu_or_skip("cuda_qwen3_5_partial_interleaved") else {
+        return;
+    };
+    let p = RopeParams::new(256, RopeVariant::Interleaved { sections: [11, 11, 10] })
+        .with_rotary_dim(64)
+        .with_theta(1e7);
+    let case = Case::<bf16>::new(301, 16, 2, 256, Placement::Fused, 5);
+    let pos = positions(3, 301, 50000, false, 6);
+    let mut want = case.clone_case();
+    want.reference(&p, &pos).unwrap();
+    let (q, _) = run_cuda(&dev, &p, &case, &pos);
+    let err = max_error(&q, &want.q, &case.q);
+    assert!(err <= tolerance::<bf16>(), "error {err:e}");
+}
+
+#[test]
 fn cuda_rejects_bad_arguments() {
     let Some(dev) = common::gpu_or_skip("cuda_rejects_bad_arguments") else {
         return;
