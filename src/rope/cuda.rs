@@ -60,9 +60,10 @@ impl CudaRope {
                 2 * CUDA_MAX_HALF
             )));
         }
-        if i32::try_from(hq + hkv).is_err() {
+        // The kernel indexes (head, chunk) work items of a token with 32-bit ints.
+        if hq.saturating_add(hkv) > 1 << 20 {
             return Err(Error::invalid(format!(
-                "{hq} + {hkv} heads do not fit the kernel's 32-bit head index"
+                "{hq} + {hkv} heads: the CUDA kernel handles at most 2^20 heads per token"
             )));
         }
         let pair_axis: Vec<i32> = plan.pair_axis.iter().map(|&a| a as i32).collect();
