@@ -166,7 +166,7 @@ fn mhrope_leaves_heads_beyond_the_sections_untouched() {
 fn vision2d_uses_row_then_column_positions() {
     // Column position 0: the second half of the pairs must not move.
     let p = RopeParams::new(16, RopeVariant::Vision2d);
-    let (l, _) = (HeadsLayout::contiguous(1, 1, 16), ());
+    let l = HeadsLayout::contiguous(1, 1, 16);
     let mut q: Vec<f32> = uniform(16, 3);
     let orig = q.clone();
     let mut k = q.clone();

@@ -1,5 +1,5 @@
 //! RoPE family on a CUDA device against the CPU f64 reference (f32 error < 1e-5,
-//! f16 < 2e-3, bf16 < 1e-2, normwise per element as in rope_common). Every test prints
+//! f16 < 2e-3, bf16 < 1e-2, as measured by rope_common::max_error). Every test prints
 //! loudly and returns when no device is present; with VLK_REQUIRE_GPU=1 it fails.
 
 mod common;
@@ -68,7 +68,7 @@ fn cuda_vs_reference<T: FloatElem>(dev: &Arc<CudaDevice>) -> usize {
         }
     }
     eprintln!(
-        "{}: {cases} cases, worst normwise error {worst:e} (tolerance {:e})",
+        "{}: {cases} cases, worst error {worst:e} (tolerance {:e})",
         T::DTYPE,
         tolerance::<T>()
     );

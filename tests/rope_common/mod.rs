@@ -127,9 +127,8 @@ impl<T: FloatElem> Case<T> {
     }
 }
 
-/// Tolerance of a fast path against the f64 reference, relative to the magnitude of the
-/// rotated pair (errors are measured normwise: a rotation's output can cancel to ~0).
-/// f32: 1e-5; f16: 2e-3 (one f16 ulp is 4.9e-4); bf16: 1e-2 (one bf16 ulp is 3.9e-3).
+/// Tolerance of a fast path against the f64 reference, for the error of [`max_error`]:
+/// f32 1e-5; f16 2e-3 (an f16 ulp is 4.9e-4 relative); bf16 1e-2 (a bf16 ulp is 3.9e-3).
 pub fn tolerance<T: FloatElem>() -> f64 {
     match T::DTYPE {
         vlkernels::DType::F32 => 1e-5,
@@ -138,9 +137,11 @@ pub fn tolerance<T: FloatElem>() -> f64 {
     }
 }
 
-/// Largest normwise error of `got` against `want` over equal-length buffers, where the
-/// scale of each element is max(1, |input|)-free: inputs are in [-1, 1), so the error
-/// is divided by max(|want|, 0.5) after the sentinel elements were checked bit for bit.
+/// Largest error of `got` against `want`, each element's |difference| divided by
+/// max(|want|, 0.5) (inputs lie in [-1, 1), so this is relative error for large outputs
+/// and absolute error near zero, where a rotation's output may cancel). Elements that
+/// hold the sentinel in `input` lie outside every view: both buffers must still hold it
+/// bit for bit.
 pub fn max_error<T: FloatElem>(got: &[T], want: &[T], input: &[T]) -> f64 {
     assert_eq!(got.len(), want.len());
     let mut worst = 0f64;
