@@ -82,6 +82,8 @@ fn run<T: FloatElem>(
     let min_len = (65536 / bytes_per_token.max(1)).max(1);
     #[cfg(target_arch = "x86_64")]
     let avx2 = allow_avx2 && crate::cpu_features().avx2 && std::arch::is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = allow_avx2;
     (0..tokens).into_par_iter().with_min_len(min_len).for_each_init(
         || Scratch {
             cos: vec![0.0; tables * plan.half],
