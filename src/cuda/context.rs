@@ -140,6 +140,29 @@ impl CudaDevice {
         Ok(f)
     }
 
+    /// Launches `kernel` of `module` with one by-value argument struct (the convention
+    /// of this crate's kernels: a `#[repr(C)]` struct mirrored in the `.cu` file).
+    ///
+    /// # Safety
+    /// `A` must have exactly the layout of the kernel's parameter, every device pointer in
+    /// it must be valid for what the kernel reads and writes under `cfg`, and those
+    /// buffers must outlive the work queued on [`CudaDevice::stream`].
+    pub unsafe fn launch_struct<A: DeviceRepr>(
+        &self,
+        module: &str,
+        kernel: &str,
+        cfg: cudarc::driver::LaunchConfig,
+        args: &A,
+    ) -> Result<()> {
+        use cudarc::driver::PushKernelArg;
+        let f = self.function(module, kernel)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(args);
+        b.launch(cfg)
+            .map_err(driver_err(format!("launch of {module}::{kernel}")))?;
+        Ok(())
+    }
+
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream
