@@ -140,6 +140,29 @@ impl CudaDevice {
         Ok(f)
     }
 
+    /// Launches `kernel` of `module` with one by-value argument struct (the convention
+    /// of this crate's kernels: a `#[repr(C)]` struct mirrored in the `.cu` file).
+    ///
+    /// # Safety
+    /// `A` must have exactly the layout of the kernel's parameter, every device pointer in
+    /// it must be valid for what the kernel reads and writes under `cfg`, and those
+    /// buffers must outlive the work queued on [`CudaDevice::stream`].
+    pub unsafe fn launch_struct<A: DeviceRepr>(
+        &self,
+        module: &str,
+        kernel: &str,
+        cfg: cudarc::driver::LaunchConfig,
+        args: &A,
+    ) -> Result<()> {
+        use cudarc::driver::PushKernelArg;
+        let f = self.function(module, kernel)?;
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(args);
+        b.launch(cfg)
+            .map_err(driver_err(format!("launch of {module}::{kernel}")))?;
+        Ok(())
+    }
+
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
         self.stream
@@ -178,5 +201,39 @@ impl CudaDevice {
     /// Waits for all work queued on the stream.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(driver_err("stream synchronize"))
+    }
+
+    /// Copies `src` into the front of `dst` on the device (`dst` at least as long).
+    pub fn copy_device<T: DeviceRepr>(&self, src: &CudaSlice<T>, dst: &mut CudaSlice<T>) -> Result<()> {
+        if dst.len() < src.len() {
+            return Err(Error::ShapeMismatch(format!(
+                "device copy of {} elements into a buffer of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        self.stream
+            .memcpy_dtod(src, dst)
+            .map_err(driver_err("device-to-device copy"))
+    }
+
+    /// Mean milliseconds per call of `f` over `iters` calls, timed with events on the
+    /// stream (after one untimed warm-up call).
+    pub fn time_ms(&self, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        if iters == 0 {
+            return Err(Error::invalid("time_ms with 0 iterations"));
+        }
+        f()?;
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(driver_err("event create"))?;
+        let end = self.ctx.new_event(flags).map_err(driver_err("event create"))?;
+        start.record(&self.stream).map_err(driver_err("event record"))?;
+        for _ in 0..iters {
+            f()?;
+        }
+        end.record(&self.stream).map_err(driver_err("event record"))?;
+        end.synchronize().map_err(driver_err("event synchronize"))?;
+        let ms = start.elapsed_ms(&end).map_err(driver_err("event elapsed"))?;
+        Ok(ms as f64 / iters as f64)
     }
 }

@@ -2,9 +2,9 @@
 //! cuda/rope.cu). The per-pair tables are uploaded once per [`CudaRope`].
 
 use super::params::{check_call, HeadsLayout, RopeParams, RopePlan};
-use crate::cuda::{driver_err, CudaDevice, CudaSlice, DeviceRepr, LaunchConfig};
+use crate::cuda::{CudaDevice, CudaSlice, DeviceRepr, LaunchConfig};
 use crate::{DType, Error, FloatElem, Result};
-use cudarc::driver::{DevicePtr, DevicePtrMut, PushKernelArg};
+use cudarc::driver::{DevicePtr, DevicePtrMut};
 use std::sync::Arc;
 
 /// Largest R/2 the kernel's shared tables hold (`ROPE_MAX_HALF` in cuda/rope.cu).
@@ -60,9 +60,10 @@ impl CudaRope {
                 2 * CUDA_MAX_HALF
             )));
         }
-        if i32::try_from(hq + hkv).is_err() {
+        // The kernel indexes (head, chunk) work items of a token with 32-bit ints.
+        if hq.saturating_add(hkv) > 1 << 20 {
             return Err(Error::invalid(format!(
-                "{hq} + {hkv} heads do not fit the kernel's 32-bit head index"
+                "{hq} + {hkv} heads: the CUDA kernel handles at most 2^20 heads per token"
             )));
         }
         let pair_axis: Vec<i32> = plan.pair_axis.iter().map(|&a| a as i32).collect();
@@ -175,7 +176,6 @@ impl CudaRope {
             return Ok(());
         }
         let (name, vb) = self.kernel_for::<T>(qp, ql, kp, kl);
-        let func = self.dev.function("rope", &name)?;
         let stream = self.dev.stream().clone();
         let size = std::mem::size_of::<T>() as u64;
         let to_i64 = |x: usize, what: &str| {
@@ -213,11 +213,10 @@ impl CudaRope {
             block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut b = stream.launch_builder(&func);
-        b.arg(&args);
-        // SAFETY: the arguments match the kernel's signature; the views were validated
-        // to lie inside their buffers and not to overlap.
-        unsafe { b.launch(cfg) }.map_err(driver_err(format!("launch of {name}")))?;
+        // SAFETY: RopeLaunch mirrors the kernel's parameter; the views were validated to
+        // lie inside their buffers and not to overlap; the buffers are borrowed by the
+        // caller and the stream orders later uses after this launch.
+        unsafe { self.dev.launch_struct("rope", &name, cfg, &args) }?;
         Ok(())
     }
 }

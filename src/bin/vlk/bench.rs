@@ -18,6 +18,8 @@ enum BenchWhat {
     Permute(PermuteBenchArgs),
     /// MoE routing, dispatch plan and whole-block timing.
     Moe(crate::moe_bench::MoeBenchArgs),
+    /// RoPE family at Qwen2.5-VL / Qwen3-VL shapes (CPU or CUDA).
+    Rope(crate::rope_bench::RopeBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -25,5 +27,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         None => permute_bench::run(PermuteBenchArgs::short_default()),
         Some(BenchWhat::Permute(a)) => permute_bench::run(a),
         Some(BenchWhat::Moe(a)) => crate::moe_bench::run(a),
+        Some(BenchWhat::Rope(a)) => crate::rope_bench::run(a),
     }
 }

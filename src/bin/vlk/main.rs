@@ -7,6 +7,7 @@ mod numpy_compare;
 mod permute_bench;
 mod permute_cmd;
 mod report;
+mod rope_bench;
 mod tune_cmd;
 
 use clap::{Parser, Subcommand};
