@@ -280,6 +280,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     // Keep one (the cheapest) pair per distinct bit-permute move: only
     // bit-permute moves map bit-permute layouts to bit-permute layouts.
     let mut moves: HashMap<(Vec<u8>, u32), (Cand, Cand)> = HashMap::new();
+    // A fixed order (hash maps above iterate randomly) keeps the output reproducible.
+    let cand_key = |c: &Cand| (c.cost, c.instr, c.swap, format!("{:?}", c.param));
+    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
     for (x, y) in pairs {
         let pos: Vec<u32> = x
             .sel
@@ -295,7 +298,7 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         }
     }
     let mut pairs: Vec<(Cand, Cand)> = moves.into_values().collect();
-    pairs.sort_by_key(|(x, y)| (x.cost + y.cost, x.instr, y.instr, format!("{:?}{:?}", x.param, y.param)));
+    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
     let var1: Vec<usize> = (0..isa.instrs.len())
         .filter(|&i| {
             let s = isa.instrs[i].sem;
@@ -304,12 +307,14 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         .collect();
     let mut unary: Vec<Cand> = unary
         .into_values()
+        .collect::<Vec<_>>()
+        .into_iter()
         .filter(|c| {
             let pos: Vec<u32> = c.sel.iter().map(|s| s.map_or(ZERO, |(_, l)| l as u32)).collect();
             bpc_key(&[pos], lanes).is_some()
         })
         .collect();
-    unary.sort_by_key(|c| (c.cost, c.instr, format!("{:?}", c.param)));
+    unary.sort_by_cached_key(|c| (c.cost, c.instr, format!("{:?}", c.param), c.sel.clone()));
 
     for &ii in &var1 {
         let instr = &isa.instrs[ii];
