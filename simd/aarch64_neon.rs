@@ -225,12 +225,7 @@ pub unsafe fn transpose_2x2_b64_neon(src: *const u8, src_rows: *const usize, dst
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_16x2_csrc_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x2_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 1);
@@ -248,12 +243,7 @@ pub unsafe fn transpose_16x2_csrc_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x16_cdst_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 1);
@@ -271,12 +261,7 @@ pub unsafe fn transpose_2x16_cdst_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_16x3_csrc_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x3_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 16, 1);
@@ -300,12 +285,7 @@ pub unsafe fn transpose_16x3_csrc_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_3x16_cdst_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 3, 1);
@@ -329,12 +309,7 @@ pub unsafe fn transpose_3x16_cdst_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_16x4_csrc_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x4_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 1);
@@ -362,12 +337,7 @@ pub unsafe fn transpose_16x4_csrc_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x16_cdst_b8_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 1);
@@ -395,12 +365,7 @@ pub unsafe fn transpose_4x16_cdst_b8_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_8x2_csrc_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x2_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 2);
@@ -418,12 +383,7 @@ pub unsafe fn transpose_8x2_csrc_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x8_cdst_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 2);
@@ -441,12 +401,7 @@ pub unsafe fn transpose_2x8_cdst_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_8x3_csrc_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x3_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 2);
@@ -470,12 +425,7 @@ pub unsafe fn transpose_8x3_csrc_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_3x8_cdst_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 2);
@@ -499,12 +449,7 @@ pub unsafe fn transpose_3x8_cdst_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_8x4_csrc_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x4_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 2);
@@ -532,12 +477,7 @@ pub unsafe fn transpose_8x4_csrc_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x8_cdst_b16_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 2);
@@ -565,12 +505,7 @@ pub unsafe fn transpose_4x8_cdst_b16_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x2_csrc_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x2_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 4);
@@ -588,12 +523,7 @@ pub unsafe fn transpose_4x2_csrc_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x4_cdst_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 4);
@@ -611,12 +541,7 @@ pub unsafe fn transpose_2x4_cdst_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x3_csrc_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x3_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 4, 4);
@@ -640,12 +565,7 @@ pub unsafe fn transpose_4x3_csrc_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_3x4_cdst_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 3, 4);
@@ -669,12 +589,7 @@ pub unsafe fn transpose_3x4_cdst_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x4_csrc_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x4_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 4);
@@ -702,12 +617,7 @@ pub unsafe fn transpose_4x4_csrc_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x4_cdst_b32_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 4);
@@ -735,12 +645,7 @@ pub unsafe fn transpose_4x4_cdst_b32_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x2_csrc_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x2_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 2, 8);
@@ -758,12 +663,7 @@ pub unsafe fn transpose_2x2_csrc_b64_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x2_cdst_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 2, 8);
@@ -781,12 +681,7 @@ pub unsafe fn transpose_2x2_cdst_b64_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x3_csrc_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x3_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 2, 8);
@@ -809,12 +704,7 @@ pub unsafe fn transpose_2x3_csrc_b64_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_3x2_cdst_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 3, 8);
@@ -836,12 +726,7 @@ pub unsafe fn transpose_3x2_cdst_b64_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_2x4_csrc_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x4_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 8);
@@ -865,12 +750,7 @@ pub unsafe fn transpose_2x4_csrc_b64_neon(
 /// # Safety
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
-pub unsafe fn transpose_4x2_cdst_b64_neon(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 8);

@@ -30,6 +30,70 @@ unsafe fn tile_fallback(
     }
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
+///
+/// # Safety
+/// The CPU must support `avx2`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x16_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(0)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(8)) as *const __m128i), 1);
+    let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(1)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(9)) as *const __m128i), 1);
+    let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(2)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(10)) as *const __m128i), 1);
+    let v3 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(3)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(11)) as *const __m128i), 1);
+    let v4 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(4)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(12)) as *const __m128i), 1);
+    let v5 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(5)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(13)) as *const __m128i), 1);
+    let v6 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(6)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(14)) as *const __m128i), 1);
+    let v7 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(*src_rows.add(7)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(15)) as *const __m128i), 1);
+    let v8 = _mm256_unpacklo_epi8(v0, v1);
+    let v9 = _mm256_unpackhi_epi8(v0, v1);
+    let v10 = _mm256_unpacklo_epi8(v2, v3);
+    let v11 = _mm256_unpackhi_epi8(v2, v3);
+    let v12 = _mm256_unpacklo_epi8(v4, v5);
+    let v13 = _mm256_unpackhi_epi8(v4, v5);
+    let v14 = _mm256_unpacklo_epi8(v6, v7);
+    let v15 = _mm256_unpackhi_epi8(v6, v7);
+    let v16 = _mm256_unpacklo_epi16(v8, v10);
+    let v17 = _mm256_unpackhi_epi16(v8, v10);
+    let v18 = _mm256_unpacklo_epi16(v9, v11);
+    let v19 = _mm256_unpackhi_epi16(v9, v11);
+    let v20 = _mm256_unpacklo_epi16(v12, v14);
+    let v21 = _mm256_unpackhi_epi16(v12, v14);
+    let v22 = _mm256_unpacklo_epi16(v13, v15);
+    let v23 = _mm256_unpackhi_epi16(v13, v15);
+    let v24 = _mm256_unpacklo_epi32(v16, v20);
+    let v25 = _mm256_unpackhi_epi32(v16, v20);
+    let v26 = _mm256_unpacklo_epi32(v18, v22);
+    let v27 = _mm256_unpackhi_epi32(v18, v22);
+    let v28 = _mm256_unpacklo_epi32(v17, v21);
+    let v29 = _mm256_unpackhi_epi32(v17, v21);
+    let v30 = _mm256_unpacklo_epi32(v19, v23);
+    let v31 = _mm256_unpackhi_epi32(v19, v23);
+    let v32 = _mm256_permute4x64_epi64(v24, 141);
+    let v33 = _mm256_permute4x64_epi64(v26, 141);
+    let v34 = _mm256_permute4x64_epi64(v28, 141);
+    let v35 = _mm256_permute4x64_epi64(v30, 141);
+    let v36 = _mm256_permute4x64_epi64(v25, 141);
+    let v37 = _mm256_permute4x64_epi64(v27, 141);
+    let v38 = _mm256_permute4x64_epi64(v29, 141);
+    let v39 = _mm256_permute4x64_epi64(v31, 141);
+    _mm_storeu_si128(dst.add(*dst_rows.add(1)) as *mut __m128i, _mm256_castsi256_si128(v32));
+    _mm_storeu_si128(dst.add(*dst_rows.add(0)) as *mut __m128i, _mm256_extracti128_si256(v32, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(9)) as *mut __m128i, _mm256_castsi256_si128(v33));
+    _mm_storeu_si128(dst.add(*dst_rows.add(8)) as *mut __m128i, _mm256_extracti128_si256(v33, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(5)) as *mut __m128i, _mm256_castsi256_si128(v34));
+    _mm_storeu_si128(dst.add(*dst_rows.add(4)) as *mut __m128i, _mm256_extracti128_si256(v34, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(13)) as *mut __m128i, _mm256_castsi256_si128(v35));
+    _mm_storeu_si128(dst.add(*dst_rows.add(12)) as *mut __m128i, _mm256_extracti128_si256(v35, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(3)) as *mut __m128i, _mm256_castsi256_si128(v36));
+    _mm_storeu_si128(dst.add(*dst_rows.add(2)) as *mut __m128i, _mm256_extracti128_si256(v36, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(11)) as *mut __m128i, _mm256_castsi256_si128(v37));
+    _mm_storeu_si128(dst.add(*dst_rows.add(10)) as *mut __m128i, _mm256_extracti128_si256(v37, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(7)) as *mut __m128i, _mm256_castsi256_si128(v38));
+    _mm_storeu_si128(dst.add(*dst_rows.add(6)) as *mut __m128i, _mm256_extracti128_si256(v38, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(15)) as *mut __m128i, _mm256_castsi256_si128(v39));
+    _mm_storeu_si128(dst.add(*dst_rows.add(14)) as *mut __m128i, _mm256_extracti128_si256(v39, 1));
+}
+
 /// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
 ///
 /// # Safety
@@ -68,102 +132,38 @@ pub unsafe fn transpose_16x16_b16_avx2(src: *const u8, src_rows: *const usize, d
     let v29 = _mm256_unpackhi_epi16(v12, v13);
     let v30 = _mm256_unpacklo_epi16(v14, v15);
     let v31 = _mm256_unpackhi_epi16(v14, v15);
-    let v32 = _mm256_unpacklo_epi32(v18, v16);
-    let v33 = _mm256_unpackhi_epi32(v18, v16);
-    let v34 = _mm256_unpacklo_epi32(v19, v17);
-    let v35 = _mm256_unpackhi_epi32(v19, v17);
-    let v36 = _mm256_unpacklo_epi32(v22, v20);
-    let v37 = _mm256_unpackhi_epi32(v22, v20);
-    let v38 = _mm256_unpacklo_epi32(v23, v21);
-    let v39 = _mm256_unpackhi_epi32(v23, v21);
-    let v40 = _mm256_unpacklo_epi32(v26, v24);
-    let v41 = _mm256_unpackhi_epi32(v26, v24);
-    let v42 = _mm256_unpacklo_epi32(v27, v25);
-    let v43 = _mm256_unpackhi_epi32(v27, v25);
-    let v44 = _mm256_unpacklo_epi32(v30, v28);
-    let v45 = _mm256_unpackhi_epi32(v30, v28);
-    let v46 = _mm256_unpacklo_epi32(v31, v29);
-    let v47 = _mm256_unpackhi_epi32(v31, v29);
-    let v48 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v32),
-        _mm256_castsi256_ps(v36),
-        17,
-    ));
-    let v49 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v32),
-        _mm256_castsi256_ps(v36),
-        187,
-    ));
-    let v50 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v34),
-        _mm256_castsi256_ps(v38),
-        17,
-    ));
-    let v51 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v34),
-        _mm256_castsi256_ps(v38),
-        187,
-    ));
-    let v52 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v33),
-        _mm256_castsi256_ps(v37),
-        17,
-    ));
-    let v53 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v33),
-        _mm256_castsi256_ps(v37),
-        187,
-    ));
-    let v54 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v35),
-        _mm256_castsi256_ps(v39),
-        17,
-    ));
-    let v55 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v35),
-        _mm256_castsi256_ps(v39),
-        187,
-    ));
-    let v56 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v40),
-        _mm256_castsi256_ps(v44),
-        17,
-    ));
-    let v57 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v40),
-        _mm256_castsi256_ps(v44),
-        187,
-    ));
-    let v58 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v42),
-        _mm256_castsi256_ps(v46),
-        17,
-    ));
-    let v59 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v42),
-        _mm256_castsi256_ps(v46),
-        187,
-    ));
-    let v60 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v41),
-        _mm256_castsi256_ps(v45),
-        17,
-    ));
-    let v61 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v41),
-        _mm256_castsi256_ps(v45),
-        187,
-    ));
-    let v62 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v43),
-        _mm256_castsi256_ps(v47),
-        17,
-    ));
-    let v63 = _mm256_castps_si256(_mm256_shuffle_ps(
-        _mm256_castsi256_ps(v43),
-        _mm256_castsi256_ps(v47),
-        187,
-    ));
+    let v32 = _mm256_unpacklo_epi32(v16, v18);
+    let v33 = _mm256_unpackhi_epi32(v16, v18);
+    let v34 = _mm256_unpacklo_epi32(v17, v19);
+    let v35 = _mm256_unpackhi_epi32(v17, v19);
+    let v36 = _mm256_unpacklo_epi32(v20, v22);
+    let v37 = _mm256_unpackhi_epi32(v20, v22);
+    let v38 = _mm256_unpacklo_epi32(v21, v23);
+    let v39 = _mm256_unpackhi_epi32(v21, v23);
+    let v40 = _mm256_unpacklo_epi32(v24, v26);
+    let v41 = _mm256_unpackhi_epi32(v24, v26);
+    let v42 = _mm256_unpacklo_epi32(v25, v27);
+    let v43 = _mm256_unpackhi_epi32(v25, v27);
+    let v44 = _mm256_unpacklo_epi32(v28, v30);
+    let v45 = _mm256_unpackhi_epi32(v28, v30);
+    let v46 = _mm256_unpacklo_epi32(v29, v31);
+    let v47 = _mm256_unpackhi_epi32(v29, v31);
+    let v48 = _mm256_unpacklo_epi64(v32, v36);
+    let v49 = _mm256_unpackhi_epi64(v32, v36);
+    let v50 = _mm256_unpacklo_epi64(v34, v38);
+    let v51 = _mm256_unpackhi_epi64(v34, v38);
+    let v52 = _mm256_unpacklo_epi64(v33, v37);
+    let v53 = _mm256_unpackhi_epi64(v33, v37);
+    let v54 = _mm256_unpacklo_epi64(v35, v39);
+    let v55 = _mm256_unpackhi_epi64(v35, v39);
+    let v56 = _mm256_unpacklo_epi64(v40, v44);
+    let v57 = _mm256_unpackhi_epi64(v40, v44);
+    let v58 = _mm256_unpacklo_epi64(v42, v46);
+    let v59 = _mm256_unpackhi_epi64(v42, v46);
+    let v60 = _mm256_unpacklo_epi64(v41, v45);
+    let v61 = _mm256_unpackhi_epi64(v41, v45);
+    let v62 = _mm256_unpacklo_epi64(v43, v47);
+    let v63 = _mm256_unpackhi_epi64(v43, v47);
     let v64 = _mm256_permute2x128_si256(v56, v48, 19);
     let v65 = _mm256_permute2x128_si256(v56, v48, 2);
     let v66 = _mm256_permute2x128_si256(v58, v50, 19);
@@ -289,24 +289,15 @@ pub unsafe fn transpose_2x2_b128_avx2(src: *const u8, src_rows: *const usize, ds
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_32x2_csrc_b8_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_32x2_csrc_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 32, 1);
     }
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
-    const K2: [u8; 32] = [
-        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-    ];
-    const K3: [u8; 32] = [
-        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-    ];
+    const K2: [u8; 32] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+    const K3: [u8; 32] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
     let v2 = _mm256_permute2x128_si256(v1, v0, 19);
     let v3 = _mm256_permute2x128_si256(v1, v0, 2);
     let v4 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K2.as_ptr() as *const __m256i));
@@ -322,12 +313,7 @@ pub unsafe fn transpose_32x2_csrc_b8_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_2x32_cdst_b8_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 2, 1);
@@ -347,12 +333,7 @@ pub unsafe fn transpose_2x32_cdst_b8_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x32_cdst_b8_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 4, 1);
@@ -384,24 +365,15 @@ pub unsafe fn transpose_4x32_cdst_b8_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_16x2_csrc_b16_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x2_csrc_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 2);
     }
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
-    const K2: [u8; 32] = [
-        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-    ];
-    const K3: [u8; 32] = [
-        0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
-    ];
+    const K2: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    const K3: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
     let v2 = _mm256_permute2x128_si256(v1, v0, 19);
     let v3 = _mm256_permute2x128_si256(v1, v0, 2);
     let v4 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K2.as_ptr() as *const __m256i));
@@ -417,12 +389,7 @@ pub unsafe fn transpose_16x2_csrc_b16_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_2x16_cdst_b16_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x16_cdst_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 2);
@@ -437,17 +404,52 @@ pub unsafe fn transpose_2x16_cdst_b16_avx2(
     _mm256_storeu_si256(dst.add(d0 + 0) as *mut __m256i, v5);
 }
 
+/// 16x4 block of 16-bit elements (source rows back to back, destination rows anywhere): 16 shuffles, cost 32.
+///
+/// # Safety
+/// The CPU must support `avx2`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x4_csrc_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
+    if !rows_back_to_back(src_rows, 16, 8) {
+        return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 2);
+    }
+    let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
+    let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
+    let v3 = _mm256_loadu_si256(src.add(s0 + 96) as *const __m256i);
+    const K8: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    const K9: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    const K10: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    const K11: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
+    let v4 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0), _mm256_castsi256_ps(v1), 136));
+    let v5 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0), _mm256_castsi256_ps(v1), 221));
+    let v6 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v2), _mm256_castsi256_ps(v3), 136));
+    let v7 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v2), _mm256_castsi256_ps(v3), 221));
+    let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+    let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+    let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+    let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+    let v12 = _mm256_shuffle_epi8(v8, _mm256_loadu_si256(K8.as_ptr() as *const __m256i));
+    let v13 = _mm256_shuffle_epi8(v10, _mm256_loadu_si256(K9.as_ptr() as *const __m256i));
+    let v14 = _mm256_shuffle_epi8(v9, _mm256_loadu_si256(K10.as_ptr() as *const __m256i));
+    let v15 = _mm256_shuffle_epi8(v11, _mm256_loadu_si256(K11.as_ptr() as *const __m256i));
+    let v16 = _mm256_unpacklo_epi32(v14, v12);
+    let v17 = _mm256_unpackhi_epi32(v14, v12);
+    let v18 = _mm256_unpacklo_epi32(v15, v13);
+    let v19 = _mm256_unpackhi_epi32(v15, v13);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(0) + 0) as *mut __m256i, v16);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(2) + 0) as *mut __m256i, v18);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v17);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(3) + 0) as *mut __m256i, v19);
+}
+
 /// 4x16 block of 16-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 24.
 ///
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x16_cdst_b16_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x16_cdst_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 2);
@@ -479,22 +481,17 @@ pub unsafe fn transpose_4x16_cdst_b16_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_8x2_csrc_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x2_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 4);
     }
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
-    const K2: [u32; 8] = [3, 2, 7, 6, 1, 0, 5, 4];
-    const K3: [u32; 8] = [3, 2, 7, 6, 1, 0, 5, 4];
-    let v2 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v1), _mm256_castsi256_ps(v0), 119));
-    let v3 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v1), _mm256_castsi256_ps(v0), 34));
+    const K2: [u32; 8] = [1, 0, 5, 4, 3, 2, 7, 6];
+    const K3: [u32; 8] = [1, 0, 5, 4, 3, 2, 7, 6];
+    let v2 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0), _mm256_castsi256_ps(v1), 119));
+    let v3 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0), _mm256_castsi256_ps(v1), 34));
     let v4 = _mm256_permutevar8x32_epi32(v2, _mm256_loadu_si256(K2.as_ptr() as *const __m256i));
     let v5 = _mm256_permutevar8x32_epi32(v3, _mm256_loadu_si256(K3.as_ptr() as *const __m256i));
     _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v4);
@@ -506,12 +503,7 @@ pub unsafe fn transpose_8x2_csrc_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_2x8_cdst_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 4);
@@ -531,12 +523,7 @@ pub unsafe fn transpose_2x8_cdst_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_8x3_csrc_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x3_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 4);
@@ -566,12 +553,7 @@ pub unsafe fn transpose_8x3_csrc_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_3x8_cdst_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 4);
@@ -613,12 +595,7 @@ pub unsafe fn transpose_3x8_cdst_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_8x4_csrc_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x4_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 4);
@@ -654,12 +631,7 @@ pub unsafe fn transpose_8x4_csrc_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x8_cdst_b32_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 4);
@@ -691,12 +663,7 @@ pub unsafe fn transpose_4x8_cdst_b32_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x2_csrc_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x2_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 8);
@@ -716,12 +683,7 @@ pub unsafe fn transpose_4x2_csrc_b64_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_2x4_cdst_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 8);
@@ -741,12 +703,7 @@ pub unsafe fn transpose_2x4_cdst_b64_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x3_csrc_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x3_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 4, 8);
@@ -776,12 +733,7 @@ pub unsafe fn transpose_4x3_csrc_b64_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_3x4_cdst_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 3, 8);
@@ -819,12 +771,7 @@ pub unsafe fn transpose_3x4_cdst_b64_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x4_csrc_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x4_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 8);
@@ -852,12 +799,7 @@ pub unsafe fn transpose_4x4_csrc_b64_avx2(
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
-pub unsafe fn transpose_4x4_cdst_b64_avx2(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 8);

@@ -30,244 +30,68 @@ unsafe fn tile_fallback(
     }
 }
 
-/// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 56 shuffles, cost 216.
+/// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
 ///
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_16x16_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let v0 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(0)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(1)) as *const __m256i),
-        1,
-    );
-    let v1 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(2)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(3)) as *const __m256i),
-        1,
-    );
-    let v2 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(4)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(5)) as *const __m256i),
-        1,
-    );
-    let v3 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(6)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(7)) as *const __m256i),
-        1,
-    );
-    let v4 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(8)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(9)) as *const __m256i),
-        1,
-    );
-    let v5 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(10)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(11)) as *const __m256i),
-        1,
-    );
-    let v6 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(12)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(13)) as *const __m256i),
-        1,
-    );
-    let v7 = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(14)) as *const __m256i)),
-        _mm256_loadu_si256(src.add(*src_rows.add(15)) as *const __m256i),
-        1,
-    );
-    const K0: [u16; 32] = [
-        0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 48, 1, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33, 49,
-    ];
-    const K1: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 32, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 17, 33, 49, 0, 0,
-    ];
-    const K3: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 16, 32, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 17, 33, 49, 0, 0, 0, 0, 0, 0,
-    ];
-    const K5: [u16; 32] = [
-        0, 0, 0, 16, 32, 48, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 17, 33, 49, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K7: [u16; 32] = [
-        2, 18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 34, 50, 3, 19, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 35, 51,
-    ];
-    const K8: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 18, 34, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 19, 35, 51, 0, 0,
-    ];
-    const K10: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 2, 18, 34, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 19, 35, 51, 0, 0, 0, 0, 0, 0,
-    ];
-    const K12: [u16; 32] = [
-        0, 0, 2, 18, 34, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 19, 35, 51, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K14: [u16; 32] = [
-        4, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 36, 52, 5, 21, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 37, 53,
-    ];
-    const K15: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 20, 36, 52, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 21, 37, 53, 0, 0,
-    ];
-    const K17: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 4, 20, 36, 52, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 21, 37, 53, 0, 0, 0, 0, 0, 0,
-    ];
-    const K19: [u16; 32] = [
-        0, 0, 4, 20, 36, 52, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 21, 37, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K21: [u16; 32] = [
-        6, 22, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 38, 54, 7, 23, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 39, 55,
-    ];
-    const K22: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 22, 38, 54, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 23, 39, 55, 0, 0,
-    ];
-    const K24: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 6, 22, 38, 54, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 23, 39, 55, 0, 0, 0, 0, 0, 0,
-    ];
-    const K26: [u16; 32] = [
-        0, 0, 6, 22, 38, 54, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 23, 39, 55, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K28: [u16; 32] = [
-        8, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40, 56, 9, 25, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 41, 57,
-    ];
-    const K29: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 24, 40, 56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 25, 41, 57, 0, 0,
-    ];
-    const K31: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 8, 24, 40, 56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 25, 41, 57, 0, 0, 0, 0, 0, 0,
-    ];
-    const K33: [u16; 32] = [
-        0, 0, 8, 24, 40, 56, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 25, 41, 57, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K35: [u16; 32] = [
-        10, 26, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 42, 58, 11, 27, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 43, 59,
-    ];
-    const K36: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 26, 42, 58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 27, 43, 59, 0, 0,
-    ];
-    const K38: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 10, 26, 42, 58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 27, 43, 59, 0, 0, 0, 0, 0, 0,
-    ];
-    const K40: [u16; 32] = [
-        0, 0, 10, 26, 42, 58, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 11, 27, 43, 59, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K42: [u16; 32] = [
-        12, 28, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 44, 60, 13, 29, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 45, 61,
-    ];
-    const K43: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 28, 44, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 29, 45, 61, 0, 0,
-    ];
-    const K45: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 12, 28, 44, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 29, 45, 61, 0, 0, 0, 0, 0, 0,
-    ];
-    const K47: [u16; 32] = [
-        0, 0, 12, 28, 44, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 29, 45, 61, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    const K49: [u16; 32] = [
-        14, 30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 46, 62, 15, 31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 47, 63,
-    ];
-    const K50: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14, 30, 46, 62, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 31, 47, 63, 0, 0,
-    ];
-    const K52: [u16; 32] = [
-        0, 0, 0, 0, 0, 0, 14, 30, 46, 62, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 31, 47, 63, 0, 0, 0, 0, 0, 0,
-    ];
-    const K54: [u16; 32] = [
-        0, 0, 14, 30, 46, 62, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 31, 47, 63, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    let v8 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v7);
-    let v9 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K1.as_ptr() as *const __m512i), v6);
-    let v10 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v8, v9);
-    let v11 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K3.as_ptr() as *const __m512i), v4);
-    let v12 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v10, v11);
-    let v13 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K5.as_ptr() as *const __m512i), v2);
-    let v14 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v12, v13);
-    let v15 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K7.as_ptr() as *const __m512i), v7);
-    let v16 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K8.as_ptr() as *const __m512i), v6);
-    let v17 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v15, v16);
-    let v18 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K10.as_ptr() as *const __m512i), v4);
-    let v19 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v17, v18);
-    let v20 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K12.as_ptr() as *const __m512i), v2);
-    let v21 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v19, v20);
-    let v22 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K14.as_ptr() as *const __m512i), v7);
-    let v23 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K15.as_ptr() as *const __m512i), v6);
-    let v24 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v22, v23);
-    let v25 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K17.as_ptr() as *const __m512i), v4);
-    let v26 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v24, v25);
-    let v27 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K19.as_ptr() as *const __m512i), v2);
-    let v28 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v26, v27);
-    let v29 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K21.as_ptr() as *const __m512i), v7);
-    let v30 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K22.as_ptr() as *const __m512i), v6);
-    let v31 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v29, v30);
-    let v32 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K24.as_ptr() as *const __m512i), v4);
-    let v33 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v31, v32);
-    let v34 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K26.as_ptr() as *const __m512i), v2);
-    let v35 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v33, v34);
-    let v36 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K28.as_ptr() as *const __m512i), v7);
-    let v37 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K29.as_ptr() as *const __m512i), v6);
-    let v38 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v36, v37);
-    let v39 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K31.as_ptr() as *const __m512i), v4);
-    let v40 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v38, v39);
-    let v41 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K33.as_ptr() as *const __m512i), v2);
-    let v42 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v40, v41);
-    let v43 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K35.as_ptr() as *const __m512i), v7);
-    let v44 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K36.as_ptr() as *const __m512i), v6);
-    let v45 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v43, v44);
-    let v46 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K38.as_ptr() as *const __m512i), v4);
-    let v47 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v45, v46);
-    let v48 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K40.as_ptr() as *const __m512i), v2);
-    let v49 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v47, v48);
-    let v50 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K42.as_ptr() as *const __m512i), v7);
-    let v51 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K43.as_ptr() as *const __m512i), v6);
-    let v52 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v50, v51);
-    let v53 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K45.as_ptr() as *const __m512i), v4);
-    let v54 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v52, v53);
-    let v55 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K47.as_ptr() as *const __m512i), v2);
-    let v56 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v54, v55);
-    let v57 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K49.as_ptr() as *const __m512i), v7);
-    let v58 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K50.as_ptr() as *const __m512i), v6);
-    let v59 = _mm512_mask_blend_epi8(0xff000000ff00000 as __mmask64, v57, v58);
-    let v60 = _mm512_permutex2var_epi16(v3, _mm512_loadu_si512(K52.as_ptr() as *const __m512i), v4);
-    let v61 = _mm512_mask_blend_epi8(0xff000000ff000 as __mmask64, v59, v60);
-    let v62 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K54.as_ptr() as *const __m512i), v2);
-    let v63 = _mm512_mask_blend_epi8(0xff000000ff0 as __mmask64, v61, v62);
-    _mm256_storeu_si256(dst.add(*dst_rows.add(0)) as *mut __m256i, _mm512_castsi512_si256(v14));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(1)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v14, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(2)) as *mut __m256i, _mm512_castsi512_si256(v21));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(3)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v21, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(4)) as *mut __m256i, _mm512_castsi512_si256(v28));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(5)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v28, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(6)) as *mut __m256i, _mm512_castsi512_si256(v35));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(7)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v35, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(8)) as *mut __m256i, _mm512_castsi512_si256(v42));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(9)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v42, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(10)) as *mut __m256i, _mm512_castsi512_si256(v49));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(11)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v49, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(12)) as *mut __m256i, _mm512_castsi512_si256(v56));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(13)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v56, 1),
-    );
-    _mm256_storeu_si256(dst.add(*dst_rows.add(14)) as *mut __m256i, _mm512_castsi512_si256(v63));
-    _mm256_storeu_si256(
-        dst.add(*dst_rows.add(15)) as *mut __m256i,
-        _mm512_extracti64x4_epi64(v63, 1),
-    );
+    let v0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(0)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(8)) as *const __m256i), 1);
+    let v1 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(1)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(9)) as *const __m256i), 1);
+    let v2 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(2)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(10)) as *const __m256i), 1);
+    let v3 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(3)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(11)) as *const __m256i), 1);
+    let v4 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(4)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(12)) as *const __m256i), 1);
+    let v5 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(5)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(13)) as *const __m256i), 1);
+    let v6 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(6)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(14)) as *const __m256i), 1);
+    let v7 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(*src_rows.add(7)) as *const __m256i)), _mm256_loadu_si256(src.add(*src_rows.add(15)) as *const __m256i), 1);
+    let v8 = _mm512_unpacklo_epi16(v0, v1);
+    let v9 = _mm512_unpackhi_epi16(v0, v1);
+    let v10 = _mm512_unpacklo_epi16(v2, v3);
+    let v11 = _mm512_unpackhi_epi16(v2, v3);
+    let v12 = _mm512_unpacklo_epi16(v4, v5);
+    let v13 = _mm512_unpackhi_epi16(v4, v5);
+    let v14 = _mm512_unpacklo_epi16(v6, v7);
+    let v15 = _mm512_unpackhi_epi16(v6, v7);
+    let v16 = _mm512_unpacklo_epi32(v8, v10);
+    let v17 = _mm512_unpackhi_epi32(v8, v10);
+    let v18 = _mm512_unpacklo_epi32(v9, v11);
+    let v19 = _mm512_unpackhi_epi32(v9, v11);
+    let v20 = _mm512_unpacklo_epi32(v12, v14);
+    let v21 = _mm512_unpackhi_epi32(v12, v14);
+    let v22 = _mm512_unpacklo_epi32(v13, v15);
+    let v23 = _mm512_unpackhi_epi32(v13, v15);
+    let v24 = _mm512_shuffle_i32x4(v16, v18, 136);
+    let v25 = _mm512_shuffle_i32x4(v16, v18, 221);
+    let v26 = _mm512_shuffle_i32x4(v17, v19, 136);
+    let v27 = _mm512_shuffle_i32x4(v17, v19, 221);
+    let v28 = _mm512_shuffle_i32x4(v20, v22, 136);
+    let v29 = _mm512_shuffle_i32x4(v20, v22, 221);
+    let v30 = _mm512_shuffle_i32x4(v21, v23, 136);
+    let v31 = _mm512_shuffle_i32x4(v21, v23, 221);
+    let v32 = _mm512_unpacklo_epi64(v24, v28);
+    let v33 = _mm512_unpackhi_epi64(v24, v28);
+    let v34 = _mm512_unpacklo_epi64(v25, v29);
+    let v35 = _mm512_unpackhi_epi64(v25, v29);
+    let v36 = _mm512_unpacklo_epi64(v26, v30);
+    let v37 = _mm512_unpackhi_epi64(v26, v30);
+    let v38 = _mm512_unpacklo_epi64(v27, v31);
+    let v39 = _mm512_unpackhi_epi64(v27, v31);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(0)) as *mut __m256i, _mm512_castsi512_si256(v32));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(4)) as *mut __m256i, _mm512_extracti64x4_epi64(v32, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(8)) as *mut __m256i, _mm512_castsi512_si256(v34));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(12)) as *mut __m256i, _mm512_extracti64x4_epi64(v34, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(2)) as *mut __m256i, _mm512_castsi512_si256(v36));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(6)) as *mut __m256i, _mm512_extracti64x4_epi64(v36, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(10)) as *mut __m256i, _mm512_castsi512_si256(v38));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(14)) as *mut __m256i, _mm512_extracti64x4_epi64(v38, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(1)) as *mut __m256i, _mm512_castsi512_si256(v33));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(5)) as *mut __m256i, _mm512_extracti64x4_epi64(v33, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(9)) as *mut __m256i, _mm512_castsi512_si256(v35));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(13)) as *mut __m256i, _mm512_extracti64x4_epi64(v35, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(3)) as *mut __m256i, _mm512_castsi512_si256(v37));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(7)) as *mut __m256i, _mm512_extracti64x4_epi64(v37, 1));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(11)) as *mut __m256i, _mm512_castsi512_si256(v39));
+    _mm256_storeu_si256(dst.add(*dst_rows.add(15)) as *mut __m256i, _mm512_extracti64x4_epi64(v39, 1));
 }
 
 /// 16x16 block of 32-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
@@ -292,102 +116,54 @@ pub unsafe fn transpose_16x16_b32_avx512(src: *const u8, src_rows: *const usize,
     let v13 = _mm512_loadu_si512(src.add(*src_rows.add(13) + 0) as *const __m512i);
     let v14 = _mm512_loadu_si512(src.add(*src_rows.add(14) + 0) as *const __m512i);
     let v15 = _mm512_loadu_si512(src.add(*src_rows.add(15) + 0) as *const __m512i);
-    let v16 = _mm512_unpacklo_epi32(v1, v0);
-    let v17 = _mm512_unpackhi_epi32(v1, v0);
-    let v18 = _mm512_unpacklo_epi32(v3, v2);
-    let v19 = _mm512_unpackhi_epi32(v3, v2);
-    let v20 = _mm512_unpacklo_epi32(v5, v4);
-    let v21 = _mm512_unpackhi_epi32(v5, v4);
-    let v22 = _mm512_unpacklo_epi32(v7, v6);
-    let v23 = _mm512_unpackhi_epi32(v7, v6);
-    let v24 = _mm512_unpacklo_epi32(v9, v8);
-    let v25 = _mm512_unpackhi_epi32(v9, v8);
-    let v26 = _mm512_unpacklo_epi32(v11, v10);
-    let v27 = _mm512_unpackhi_epi32(v11, v10);
-    let v28 = _mm512_unpacklo_epi32(v13, v12);
-    let v29 = _mm512_unpackhi_epi32(v13, v12);
-    let v30 = _mm512_unpacklo_epi32(v15, v14);
-    let v31 = _mm512_unpackhi_epi32(v15, v14);
-    let v32 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v16),
-        _mm512_castsi512_ps(v18),
-        17,
-    ));
-    let v33 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v16),
-        _mm512_castsi512_ps(v18),
-        187,
-    ));
-    let v34 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v17),
-        _mm512_castsi512_ps(v19),
-        17,
-    ));
-    let v35 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v17),
-        _mm512_castsi512_ps(v19),
-        187,
-    ));
-    let v36 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v20),
-        _mm512_castsi512_ps(v22),
-        17,
-    ));
-    let v37 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v20),
-        _mm512_castsi512_ps(v22),
-        187,
-    ));
-    let v38 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v21),
-        _mm512_castsi512_ps(v23),
-        17,
-    ));
-    let v39 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v21),
-        _mm512_castsi512_ps(v23),
-        187,
-    ));
-    let v40 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v24),
-        _mm512_castsi512_ps(v26),
-        17,
-    ));
-    let v41 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v24),
-        _mm512_castsi512_ps(v26),
-        187,
-    ));
-    let v42 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v25),
-        _mm512_castsi512_ps(v27),
-        17,
-    ));
-    let v43 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v25),
-        _mm512_castsi512_ps(v27),
-        187,
-    ));
-    let v44 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v28),
-        _mm512_castsi512_ps(v30),
-        17,
-    ));
-    let v45 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v28),
-        _mm512_castsi512_ps(v30),
-        187,
-    ));
-    let v46 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v29),
-        _mm512_castsi512_ps(v31),
-        17,
-    ));
-    let v47 = _mm512_castps_si512(_mm512_shuffle_ps(
-        _mm512_castsi512_ps(v29),
-        _mm512_castsi512_ps(v31),
-        187,
-    ));
+    const K48: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K49: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K50: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K51: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K52: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K53: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K54: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K55: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K56: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K57: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K58: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K59: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K60: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K61: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K62: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K63: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    let v16 = _mm512_unpacklo_epi32(v0, v1);
+    let v17 = _mm512_unpackhi_epi32(v0, v1);
+    let v18 = _mm512_unpacklo_epi32(v2, v3);
+    let v19 = _mm512_unpackhi_epi32(v2, v3);
+    let v20 = _mm512_unpacklo_epi32(v4, v5);
+    let v21 = _mm512_unpackhi_epi32(v4, v5);
+    let v22 = _mm512_unpacklo_epi32(v6, v7);
+    let v23 = _mm512_unpackhi_epi32(v6, v7);
+    let v24 = _mm512_unpacklo_epi32(v8, v9);
+    let v25 = _mm512_unpackhi_epi32(v8, v9);
+    let v26 = _mm512_unpacklo_epi32(v10, v11);
+    let v27 = _mm512_unpackhi_epi32(v10, v11);
+    let v28 = _mm512_unpacklo_epi32(v12, v13);
+    let v29 = _mm512_unpackhi_epi32(v12, v13);
+    let v30 = _mm512_unpacklo_epi32(v14, v15);
+    let v31 = _mm512_unpackhi_epi32(v14, v15);
+    let v32 = _mm512_unpacklo_epi32(v16, v18);
+    let v33 = _mm512_unpackhi_epi32(v16, v18);
+    let v34 = _mm512_unpacklo_epi32(v17, v19);
+    let v35 = _mm512_unpackhi_epi32(v17, v19);
+    let v36 = _mm512_unpacklo_epi32(v20, v22);
+    let v37 = _mm512_unpackhi_epi32(v20, v22);
+    let v38 = _mm512_unpacklo_epi32(v21, v23);
+    let v39 = _mm512_unpackhi_epi32(v21, v23);
+    let v40 = _mm512_unpacklo_epi32(v24, v26);
+    let v41 = _mm512_unpackhi_epi32(v24, v26);
+    let v42 = _mm512_unpacklo_epi32(v25, v27);
+    let v43 = _mm512_unpackhi_epi32(v25, v27);
+    let v44 = _mm512_unpacklo_epi32(v28, v30);
+    let v45 = _mm512_unpackhi_epi32(v28, v30);
+    let v46 = _mm512_unpacklo_epi32(v29, v31);
+    let v47 = _mm512_unpackhi_epi32(v29, v31);
     let v48 = _mm512_shuffle_i32x4(v32, v36, 119);
     let v49 = _mm512_shuffle_i32x4(v32, v36, 34);
     let v50 = _mm512_shuffle_i32x4(v34, v38, 119);
@@ -404,22 +180,22 @@ pub unsafe fn transpose_16x16_b32_avx512(src: *const u8, src_rows: *const usize,
     let v61 = _mm512_shuffle_i32x4(v41, v45, 34);
     let v62 = _mm512_shuffle_i32x4(v43, v47, 119);
     let v63 = _mm512_shuffle_i32x4(v43, v47, 34);
-    let v64 = _mm512_shuffle_i32x4(v48, v56, 136);
-    let v65 = _mm512_shuffle_i32x4(v48, v56, 221);
-    let v66 = _mm512_shuffle_i32x4(v50, v58, 136);
-    let v67 = _mm512_shuffle_i32x4(v50, v58, 221);
-    let v68 = _mm512_shuffle_i32x4(v52, v60, 136);
-    let v69 = _mm512_shuffle_i32x4(v52, v60, 221);
-    let v70 = _mm512_shuffle_i32x4(v54, v62, 136);
-    let v71 = _mm512_shuffle_i32x4(v54, v62, 221);
-    let v72 = _mm512_shuffle_i32x4(v49, v57, 136);
-    let v73 = _mm512_shuffle_i32x4(v49, v57, 221);
-    let v74 = _mm512_shuffle_i32x4(v51, v59, 136);
-    let v75 = _mm512_shuffle_i32x4(v51, v59, 221);
-    let v76 = _mm512_shuffle_i32x4(v53, v61, 136);
-    let v77 = _mm512_shuffle_i32x4(v53, v61, 221);
-    let v78 = _mm512_shuffle_i32x4(v55, v63, 136);
-    let v79 = _mm512_shuffle_i32x4(v55, v63, 221);
+    let v64 = _mm512_permutex2var_epi32(v48, _mm512_loadu_si512(K48.as_ptr() as *const __m512i), v56);
+    let v65 = _mm512_permutex2var_epi32(v48, _mm512_loadu_si512(K49.as_ptr() as *const __m512i), v56);
+    let v66 = _mm512_permutex2var_epi32(v50, _mm512_loadu_si512(K50.as_ptr() as *const __m512i), v58);
+    let v67 = _mm512_permutex2var_epi32(v50, _mm512_loadu_si512(K51.as_ptr() as *const __m512i), v58);
+    let v68 = _mm512_permutex2var_epi32(v52, _mm512_loadu_si512(K52.as_ptr() as *const __m512i), v60);
+    let v69 = _mm512_permutex2var_epi32(v52, _mm512_loadu_si512(K53.as_ptr() as *const __m512i), v60);
+    let v70 = _mm512_permutex2var_epi32(v54, _mm512_loadu_si512(K54.as_ptr() as *const __m512i), v62);
+    let v71 = _mm512_permutex2var_epi32(v54, _mm512_loadu_si512(K55.as_ptr() as *const __m512i), v62);
+    let v72 = _mm512_permutex2var_epi32(v49, _mm512_loadu_si512(K56.as_ptr() as *const __m512i), v57);
+    let v73 = _mm512_permutex2var_epi32(v49, _mm512_loadu_si512(K57.as_ptr() as *const __m512i), v57);
+    let v74 = _mm512_permutex2var_epi32(v51, _mm512_loadu_si512(K58.as_ptr() as *const __m512i), v59);
+    let v75 = _mm512_permutex2var_epi32(v51, _mm512_loadu_si512(K59.as_ptr() as *const __m512i), v59);
+    let v76 = _mm512_permutex2var_epi32(v53, _mm512_loadu_si512(K60.as_ptr() as *const __m512i), v61);
+    let v77 = _mm512_permutex2var_epi32(v53, _mm512_loadu_si512(K61.as_ptr() as *const __m512i), v61);
+    let v78 = _mm512_permutex2var_epi32(v55, _mm512_loadu_si512(K62.as_ptr() as *const __m512i), v63);
+    let v79 = _mm512_permutex2var_epi32(v55, _mm512_loadu_si512(K63.as_ptr() as *const __m512i), v63);
     _mm512_storeu_si512(dst.add(*dst_rows.add(12) + 0) as *mut __m512i, v64);
     _mm512_storeu_si512(dst.add(*dst_rows.add(14) + 0) as *mut __m512i, v66);
     _mm512_storeu_si512(dst.add(*dst_rows.add(13) + 0) as *mut __m512i, v68);
@@ -515,26 +291,15 @@ pub unsafe fn transpose_4x4_b128_avx512(src: *const u8, src_rows: *const usize, 
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_64x2_csrc_b8_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_64x2_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 64, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 64, 1);
     }
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
-    const K2: [u8; 64] = [
-        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0,
-        2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-    ];
-    const K3: [u8; 64] = [
-        0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0,
-        2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-    ];
+    const K2: [u8; 64] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+    const K3: [u8; 64] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
     let v2 = _mm512_shuffle_i32x4(v0, v1, 136);
     let v3 = _mm512_shuffle_i32x4(v0, v1, 221);
     let v4 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K2.as_ptr() as *const __m512i));
@@ -550,12 +315,7 @@ pub unsafe fn transpose_64x2_csrc_b8_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_2x64_cdst_b8_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 64, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 64, 2, 1);
@@ -564,12 +324,12 @@ pub unsafe fn transpose_2x64_cdst_b8_avx512(
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_unpacklo_epi8(v0, v1);
     let v3 = _mm512_unpackhi_epi8(v0, v1);
-    let v4 = _mm512_shuffle_i32x4(v3, v2, 119);
-    let v5 = _mm512_shuffle_i32x4(v3, v2, 34);
-    let v6 = _mm512_shuffle_i32x4(v5, v4, 119);
-    let v7 = _mm512_shuffle_i32x4(v5, v4, 34);
-    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v6);
-    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v7);
+    let v4 = _mm512_shuffle_i32x4(v2, v3, 119);
+    let v5 = _mm512_shuffle_i32x4(v2, v3, 34);
+    let v6 = _mm512_shuffle_i32x4(v5, v4, 136);
+    let v7 = _mm512_shuffle_i32x4(v5, v4, 221);
+    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v6);
+    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v7);
 }
 
 /// 32x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 12.
@@ -577,26 +337,15 @@ pub unsafe fn transpose_2x64_cdst_b8_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_32x2_csrc_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_32x2_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 32, 2);
     }
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
-    const K0: [u16; 32] = [
-        0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56,
-        58, 60, 62,
-    ];
-    const K1: [u16; 32] = [
-        1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57,
-        59, 61, 63,
-    ];
+    const K0: [u16; 32] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62];
+    const K1: [u16; 32] = [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63];
     let v2 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v1);
     let v3 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K1.as_ptr() as *const __m512i), v1);
     _mm512_storeu_si512(dst.add(*dst_rows.add(0) + 0) as *mut __m512i, v2);
@@ -608,26 +357,15 @@ pub unsafe fn transpose_32x2_csrc_b16_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_2x32_cdst_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 2, 2);
     }
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
-    const K0: [u16; 32] = [
-        0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46,
-        15, 47,
-    ];
-    const K1: [u16; 32] = [
-        16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61,
-        30, 62, 31, 63,
-    ];
+    const K0: [u16; 32] = [0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47];
+    const K1: [u16; 32] = [16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63];
     let v2 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v1);
     let v3 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K1.as_ptr() as *const __m512i), v1);
     _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v2);
@@ -639,12 +377,7 @@ pub unsafe fn transpose_2x32_cdst_b16_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_32x3_csrc_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_32x3_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 32, 2);
@@ -652,18 +385,9 @@ pub unsafe fn transpose_32x3_csrc_b16_avx512(
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
-    const K2: [u16; 32] = [
-        0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 2, 5, 8, 11, 14, 17, 20, 23,
-        26, 29,
-    ];
-    const K5: [u16; 32] = [
-        1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 3, 6, 9, 12, 15, 18, 21, 24,
-        27, 30,
-    ];
-    const K8: [u16; 32] = [
-        2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 1, 4, 7, 10, 13, 16, 19, 22, 25,
-        28, 31,
-    ];
+    const K2: [u16; 32] = [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29];
+    const K5: [u16; 32] = [1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30];
+    const K8: [u16; 32] = [2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31];
     let v3 = _mm512_mask_blend_epi8(0xc30c30c30c30c30 as __mmask64, v0, v2);
     let v4 = _mm512_mask_blend_epi8(0xc30c30c30c30c30c as __mmask64, v3, v1);
     let v5 = _mm512_permutexvar_epi16(_mm512_loadu_si512(K2.as_ptr() as *const __m512i), v4);
@@ -683,12 +407,7 @@ pub unsafe fn transpose_32x3_csrc_b16_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_3x32_cdst_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 3, 2);
@@ -696,26 +415,12 @@ pub unsafe fn transpose_3x32_cdst_b16_avx512(
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
-    const K0: [u16; 32] = [
-        0, 0, 32, 1, 0, 33, 2, 0, 34, 3, 0, 35, 4, 0, 36, 5, 0, 37, 6, 0, 38, 7, 0, 39, 8, 0, 40, 9, 0, 41, 10, 0,
-    ];
-    const K1: [u16; 32] = [
-        0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10,
-    ];
-    const K3: [u16; 32] = [
-        42, 11, 0, 43, 12, 0, 44, 13, 0, 45, 14, 0, 46, 15, 0, 47, 16, 0, 48, 17, 0, 49, 18, 0, 50, 19, 0, 51, 20, 0,
-        52, 21,
-    ];
-    const K4: [u16; 32] = [
-        0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 16, 0, 0, 17, 0, 0, 18, 0, 0, 19, 0, 0, 20, 0, 0,
-    ];
-    const K6: [u16; 32] = [
-        0, 53, 22, 0, 54, 23, 0, 55, 24, 0, 56, 25, 0, 57, 26, 0, 58, 27, 0, 59, 28, 0, 60, 29, 0, 61, 30, 0, 62, 31,
-        0, 63,
-    ];
-    const K7: [u16; 32] = [
-        21, 0, 0, 22, 0, 0, 23, 0, 0, 24, 0, 0, 25, 0, 0, 26, 0, 0, 27, 0, 0, 28, 0, 0, 29, 0, 0, 30, 0, 0, 31, 0,
-    ];
+    const K0: [u16; 32] = [0, 0, 32, 1, 0, 33, 2, 0, 34, 3, 0, 35, 4, 0, 36, 5, 0, 37, 6, 0, 38, 7, 0, 39, 8, 0, 40, 9, 0, 41, 10, 0];
+    const K1: [u16; 32] = [0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10];
+    const K3: [u16; 32] = [42, 11, 0, 43, 12, 0, 44, 13, 0, 45, 14, 0, 46, 15, 0, 47, 16, 0, 48, 17, 0, 49, 18, 0, 50, 19, 0, 51, 20, 0, 52, 21];
+    const K4: [u16; 32] = [0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 16, 0, 0, 17, 0, 0, 18, 0, 0, 19, 0, 0, 20, 0, 0];
+    const K6: [u16; 32] = [0, 53, 22, 0, 54, 23, 0, 55, 24, 0, 56, 25, 0, 57, 26, 0, 58, 27, 0, 59, 28, 0, 60, 29, 0, 61, 30, 0, 62, 31, 0, 63];
+    const K7: [u16; 32] = [21, 0, 0, 22, 0, 0, 23, 0, 0, 24, 0, 0, 25, 0, 0, 26, 0, 0, 27, 0, 0, 28, 0, 0, 29, 0, 0, 30, 0, 0, 31, 0];
     let v3 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v2);
     let v4 = _mm512_permutexvar_epi16(_mm512_loadu_si512(K1.as_ptr() as *const __m512i), v1);
     let v5 = _mm512_mask_blend_epi8(0xc30c30c30c30c30c as __mmask64, v3, v4);
@@ -735,12 +440,7 @@ pub unsafe fn transpose_3x32_cdst_b16_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_32x4_csrc_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_32x4_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 32, 2);
@@ -749,22 +449,10 @@ pub unsafe fn transpose_32x4_csrc_b16_avx512(
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
     let v3 = _mm512_loadu_si512(src.add(s0 + 192) as *const __m512i);
-    const K4: [u16; 32] = [
-        0, 2, 8, 10, 16, 18, 24, 26, 4, 6, 12, 14, 20, 22, 28, 30, 32, 34, 40, 42, 48, 50, 56, 58, 36, 38, 44, 46, 52,
-        54, 60, 62,
-    ];
-    const K5: [u16; 32] = [
-        1, 3, 9, 11, 17, 19, 25, 27, 5, 7, 13, 15, 21, 23, 29, 31, 33, 35, 41, 43, 49, 51, 57, 59, 37, 39, 45, 47, 53,
-        55, 61, 63,
-    ];
-    const K6: [u16; 32] = [
-        0, 2, 8, 10, 16, 18, 24, 26, 4, 6, 12, 14, 20, 22, 28, 30, 32, 34, 40, 42, 48, 50, 56, 58, 36, 38, 44, 46, 52,
-        54, 60, 62,
-    ];
-    const K7: [u16; 32] = [
-        1, 3, 9, 11, 17, 19, 25, 27, 5, 7, 13, 15, 21, 23, 29, 31, 33, 35, 41, 43, 49, 51, 57, 59, 37, 39, 45, 47, 53,
-        55, 61, 63,
-    ];
+    const K4: [u16; 32] = [0, 2, 8, 10, 16, 18, 24, 26, 4, 6, 12, 14, 20, 22, 28, 30, 32, 34, 40, 42, 48, 50, 56, 58, 36, 38, 44, 46, 52, 54, 60, 62];
+    const K5: [u16; 32] = [1, 3, 9, 11, 17, 19, 25, 27, 5, 7, 13, 15, 21, 23, 29, 31, 33, 35, 41, 43, 49, 51, 57, 59, 37, 39, 45, 47, 53, 55, 61, 63];
+    const K6: [u16; 32] = [0, 2, 8, 10, 16, 18, 24, 26, 4, 6, 12, 14, 20, 22, 28, 30, 32, 34, 40, 42, 48, 50, 56, 58, 36, 38, 44, 46, 52, 54, 60, 62];
+    const K7: [u16; 32] = [1, 3, 9, 11, 17, 19, 25, 27, 5, 7, 13, 15, 21, 23, 29, 31, 33, 35, 41, 43, 49, 51, 57, 59, 37, 39, 45, 47, 53, 55, 61, 63];
     let v4 = _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(v0), _mm512_castsi512_ps(v1), 136));
     let v5 = _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(v0), _mm512_castsi512_ps(v1), 221));
     let v6 = _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(v2), _mm512_castsi512_ps(v3), 136));
@@ -779,17 +467,12 @@ pub unsafe fn transpose_32x4_csrc_b16_avx512(
     _mm512_storeu_si512(dst.add(*dst_rows.add(3) + 0) as *mut __m512i, v11);
 }
 
-/// 4x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 52.
+/// 4x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 32.
 ///
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_4x32_cdst_b16_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 4, 2);
@@ -798,46 +481,22 @@ pub unsafe fn transpose_4x32_cdst_b16_avx512(
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
     let v3 = _mm512_loadu_si512(src.add(*src_rows.add(3) + 0) as *const __m512i);
-    const K0: [u16; 32] = [
-        0, 0, 0, 32, 1, 0, 0, 33, 2, 0, 0, 34, 3, 0, 0, 35, 4, 0, 0, 36, 5, 0, 0, 37, 6, 0, 0, 38, 7, 0, 0, 39,
-    ];
-    const K1: [u16; 32] = [
-        0, 0, 32, 0, 0, 1, 33, 0, 0, 2, 34, 0, 0, 3, 35, 0, 0, 4, 36, 0, 0, 5, 37, 0, 0, 6, 38, 0, 0, 7, 39, 0,
-    ];
-    const K3: [u16; 32] = [
-        8, 0, 0, 40, 9, 0, 0, 41, 10, 0, 0, 42, 11, 0, 0, 43, 12, 0, 0, 44, 13, 0, 0, 45, 14, 0, 0, 46, 15, 0, 0, 47,
-    ];
-    const K4: [u16; 32] = [
-        0, 8, 40, 0, 0, 9, 41, 0, 0, 10, 42, 0, 0, 11, 43, 0, 0, 12, 44, 0, 0, 13, 45, 0, 0, 14, 46, 0, 0, 15, 47, 0,
-    ];
-    const K6: [u16; 32] = [
-        16, 0, 0, 48, 17, 0, 0, 49, 18, 0, 0, 50, 19, 0, 0, 51, 20, 0, 0, 52, 21, 0, 0, 53, 22, 0, 0, 54, 23, 0, 0, 55,
-    ];
-    const K7: [u16; 32] = [
-        0, 16, 48, 0, 0, 17, 49, 0, 0, 18, 50, 0, 0, 19, 51, 0, 0, 20, 52, 0, 0, 21, 53, 0, 0, 22, 54, 0, 0, 23, 55, 0,
-    ];
-    const K9: [u16; 32] = [
-        24, 0, 0, 56, 25, 0, 0, 57, 26, 0, 0, 58, 27, 0, 0, 59, 28, 0, 0, 60, 29, 0, 0, 61, 30, 0, 0, 62, 31, 0, 0, 63,
-    ];
-    const K10: [u16; 32] = [
-        0, 24, 56, 0, 0, 25, 57, 0, 0, 26, 58, 0, 0, 27, 59, 0, 0, 28, 60, 0, 0, 29, 61, 0, 0, 30, 62, 0, 0, 31, 63, 0,
-    ];
-    let v4 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v3);
-    let v5 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K1.as_ptr() as *const __m512i), v2);
-    let v6 = _mm512_mask_blend_epi8(0x3c3c3c3c3c3c3c3c as __mmask64, v4, v5);
-    let v7 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K3.as_ptr() as *const __m512i), v3);
-    let v8 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K4.as_ptr() as *const __m512i), v2);
-    let v9 = _mm512_mask_blend_epi8(0x3c3c3c3c3c3c3c3c as __mmask64, v7, v8);
-    let v10 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K6.as_ptr() as *const __m512i), v3);
-    let v11 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K7.as_ptr() as *const __m512i), v2);
-    let v12 = _mm512_mask_blend_epi8(0x3c3c3c3c3c3c3c3c as __mmask64, v10, v11);
-    let v13 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K9.as_ptr() as *const __m512i), v3);
-    let v14 = _mm512_permutex2var_epi16(v1, _mm512_loadu_si512(K10.as_ptr() as *const __m512i), v2);
-    let v15 = _mm512_mask_blend_epi8(0x3c3c3c3c3c3c3c3c as __mmask64, v13, v14);
-    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v6);
+    const K4: [u16; 32] = [0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55];
+    const K5: [u16; 32] = [8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63];
+    const K6: [u16; 32] = [0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55];
+    const K7: [u16; 32] = [8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63];
+    let v4 = _mm512_shuffle_i32x4(v0, v1, 119);
+    let v5 = _mm512_shuffle_i32x4(v0, v1, 34);
+    let v6 = _mm512_shuffle_i32x4(v2, v3, 119);
+    let v7 = _mm512_shuffle_i32x4(v2, v3, 34);
+    let v8 = _mm512_permutex2var_epi16(v4, _mm512_loadu_si512(K4.as_ptr() as *const __m512i), v6);
+    let v9 = _mm512_permutex2var_epi16(v4, _mm512_loadu_si512(K5.as_ptr() as *const __m512i), v6);
+    let v10 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K6.as_ptr() as *const __m512i), v7);
+    let v11 = _mm512_permutex2var_epi16(v5, _mm512_loadu_si512(K7.as_ptr() as *const __m512i), v7);
+    _mm512_storeu_si512(dst.add(d0 + 192) as *mut __m512i, v8);
+    _mm512_storeu_si512(dst.add(d0 + 128) as *mut __m512i, v10);
     _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v9);
-    _mm512_storeu_si512(dst.add(d0 + 128) as *mut __m512i, v12);
-    _mm512_storeu_si512(dst.add(d0 + 192) as *mut __m512i, v15);
+    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v11);
 }
 
 /// 16x2 block of 32-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
@@ -845,12 +504,7 @@ pub unsafe fn transpose_4x32_cdst_b16_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_16x2_csrc_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x2_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 4);
@@ -870,12 +524,7 @@ pub unsafe fn transpose_16x2_csrc_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_2x16_cdst_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 4);
@@ -895,12 +544,7 @@ pub unsafe fn transpose_2x16_cdst_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_16x3_csrc_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x3_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 16, 4);
@@ -927,12 +571,7 @@ pub unsafe fn transpose_16x3_csrc_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_3x16_cdst_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 3, 4);
@@ -962,12 +601,7 @@ pub unsafe fn transpose_3x16_cdst_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_16x4_csrc_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_16x4_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 4);
@@ -999,12 +633,7 @@ pub unsafe fn transpose_16x4_csrc_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_4x16_cdst_b32_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 4);
@@ -1036,12 +665,7 @@ pub unsafe fn transpose_4x16_cdst_b32_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_8x2_csrc_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x2_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 8);
@@ -1061,12 +685,7 @@ pub unsafe fn transpose_8x2_csrc_b64_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_2x8_cdst_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_2x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 8);
@@ -1086,12 +705,7 @@ pub unsafe fn transpose_2x8_cdst_b64_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_8x3_csrc_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x3_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 8);
@@ -1118,12 +732,7 @@ pub unsafe fn transpose_8x3_csrc_b64_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_3x8_cdst_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_3x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 8);
@@ -1153,12 +762,7 @@ pub unsafe fn transpose_3x8_cdst_b64_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_8x4_csrc_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_8x4_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 8);
@@ -1190,12 +794,7 @@ pub unsafe fn transpose_8x4_csrc_b64_avx512(
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub unsafe fn transpose_4x8_cdst_b64_avx512(
-    src: *const u8,
-    src_rows: *const usize,
-    dst: *mut u8,
-    dst_rows: *const usize,
-) {
+pub unsafe fn transpose_4x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
     let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 8);

@@ -356,7 +356,7 @@ impl Isa {
                 match first {
                     None => (1..per).all(|t| sel[e * per + t].is_none()).then_some(None),
                     Some((o, l)) => {
-                        if l as usize % per != 0 {
+                        if !(l as usize).is_multiple_of(per) {
                             return None;
                         }
                         (1..per)
@@ -372,7 +372,7 @@ impl Isa {
     /// element-level selection `want` (elements of `w` bits; `None` = don't care).
     pub fn index_for(&self, instr: &Instr, want: &[Sel], w: usize) -> Option<Param> {
         let g = instr.gran;
-        if w % g != 0 {
+        if !w.is_multiple_of(g) {
             return None;
         }
         let per = w / g;
@@ -409,7 +409,7 @@ impl Isa {
     /// `from_b[e]` from the second operand.
     pub fn blend_mask(&self, instr: &Instr, from_b: &[bool], w: usize) -> Option<Param> {
         let g = instr.gran;
-        if w % g != 0 || instr.sem != Sem::Blend {
+        if !w.is_multiple_of(g) || instr.sem != Sem::Blend {
             return None;
         }
         let per = w / g;

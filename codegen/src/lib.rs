@@ -107,5 +107,7 @@ pub fn generated_files(found: &[(Problem, Network)]) -> Vec<(String, String)> {
         files.push((format!("simd/{}", emit::file_name(isa)), emit::isa_file(isa, &ks)));
     }
     files.push(("simd/registry.rs".to_string(), emit::registry_file(found)));
+    let listing = format!("{}\n{}", emit::HEADER.replace("//", "#"), network::listing(found));
+    files.push(("simd/networks.txt".to_string(), listing));
     files
 }

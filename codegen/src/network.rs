@@ -82,9 +82,13 @@ impl Problem {
         let l = self.lanes();
         let fits = |n: usize, rows: Rows| match rows {
             Rows::Contiguous => true,
-            Rows::Separate => n % l == 0 || (l % n == 0 && self.piece_ok(n)),
+            Rows::Separate => n.is_multiple_of(l) || (l.is_multiple_of(n) && self.piece_ok(n)),
         };
-        self.na > 0 && self.nb > 0 && (self.na * self.nb) % l == 0 && fits(self.na, self.src) && fits(self.nb, self.dst)
+        self.na > 0
+            && self.nb > 0
+            && (self.na * self.nb).is_multiple_of(l)
+            && fits(self.na, self.src)
+            && fits(self.nb, self.dst)
     }
 
     /// Partial-register rows must be a load width the emitter supports.
@@ -248,4 +252,133 @@ pub fn verify(p: &Problem, net: &Network) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Text listing of networks (simd/networks.txt), read back by the tests so
+/// every emitted network is re-verified by the interpreter without a search.
+pub fn listing(all: &[(Problem, Network)]) -> String {
+    let mut out = String::new();
+    let nums = |v: &[usize]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ");
+    let rows = |r: Rows| {
+        if r == Rows::Contiguous {
+            "contiguous"
+        } else {
+            "separate"
+        }
+    };
+    for (p, n) in all {
+        let isa = Isa::new(p.isa);
+        out.push_str(&format!(
+            "kernel {} {} {} {} {} {} {}\n",
+            p.fn_name(),
+            p.isa.name(),
+            p.elem_bits,
+            p.na,
+            p.nb,
+            rows(p.src),
+            rows(p.dst)
+        ));
+        out.push_str(&format!("loads {}\nstores {}\n", nums(&n.loads), nums(&n.stores)));
+        for s in &n.steps {
+            let param = match &s.param {
+                Param::None => "-".to_string(),
+                Param::Imm(i) => format!("i{i}"),
+                Param::Index(v) => format!("x{}", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+            };
+            out.push_str(&format!(
+                "step {} {} {}\n",
+                isa.instrs[s.instr].name,
+                param,
+                nums(&s.args)
+            ));
+        }
+        out.push_str(&format!("outputs {}\nend\n", nums(&n.outputs)));
+    }
+    out
+}
+
+/// Parses [`listing`] output.
+pub fn parse_listing(text: &str) -> Result<Vec<(Problem, Network)>, String> {
+    let mut out = Vec::new();
+    let mut cur: Option<(Problem, Network, Isa)> = None;
+    let nums = |it: &[&str]| -> Result<Vec<usize>, String> {
+        it.iter()
+            .map(|t| t.parse::<usize>().map_err(|e| format!("'{t}': {e}")))
+            .collect()
+    };
+    for (ln, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let err = |m: &str| format!("line {}: {m}: {line}", ln + 1);
+        if line.starts_with('#') {
+            continue;
+        }
+        match (f.first().copied(), cur.as_mut()) {
+            (Some("kernel"), None) if f.len() == 8 => {
+                let kind = IsaKind::parse(f[2]).ok_or_else(|| err("unknown ISA"))?;
+                let v = nums(&f[3..6]).map_err(|e| err(&e))?;
+                let rows = |s: &str| {
+                    if s == "contiguous" {
+                        Rows::Contiguous
+                    } else {
+                        Rows::Separate
+                    }
+                };
+                let p = Problem {
+                    isa: kind,
+                    elem_bits: v[0],
+                    na: v[1],
+                    nb: v[2],
+                    src: rows(f[6]),
+                    dst: rows(f[7]),
+                };
+                if p.fn_name() != f[1] {
+                    return Err(err("name does not match the block"));
+                }
+                let net = Network {
+                    n_inputs: p.regs(),
+                    steps: Vec::new(),
+                    outputs: Vec::new(),
+                    loads: Vec::new(),
+                    stores: Vec::new(),
+                };
+                cur = Some((p, net, Isa::new(kind)));
+            }
+            (Some("loads"), Some((_, n, _))) => n.loads = nums(&f[1..]).map_err(|e| err(&e))?,
+            (Some("stores"), Some((_, n, _))) => n.stores = nums(&f[1..]).map_err(|e| err(&e))?,
+            (Some("outputs"), Some((_, n, _))) => n.outputs = nums(&f[1..]).map_err(|e| err(&e))?,
+            (Some("step"), Some((_, n, isa))) if f.len() >= 3 => {
+                let instr = isa
+                    .instrs
+                    .iter()
+                    .position(|i| i.name == f[1])
+                    .ok_or_else(|| err("unknown instruction"))?;
+                let param = match f[2] {
+                    "-" => Param::None,
+                    s if s.starts_with('i') => Param::Imm(s[1..].parse().map_err(|_| err("bad immediate"))?),
+                    s if s.starts_with('x') => Param::Index(
+                        s[1..]
+                            .split(',')
+                            .map(|t| t.parse::<u16>().map_err(|_| err("bad index")))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                    _ => return Err(err("bad parameter")),
+                };
+                n.steps.push(Step {
+                    instr,
+                    param,
+                    args: nums(&f[3..]).map_err(|e| err(&e))?,
+                });
+            }
+            (Some("end"), Some(_)) => {
+                let (p, n, _) = cur.take().unwrap();
+                out.push((p, n));
+            }
+            (None, _) => {}
+            _ => return Err(err("unexpected line")),
+        }
+    }
+    if cur.is_some() {
+        return Err("listing ends inside a kernel".into());
+    }
+    Ok(out)
 }

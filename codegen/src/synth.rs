@@ -59,16 +59,36 @@ struct Cand {
     sel: Vec<Sel>,
 }
 
-#[derive(Clone, Debug)]
+/// A stage, by index into the candidate lists (nodes stay small).
+#[derive(Clone, Copy, Debug)]
 enum Stage {
-    Pair { bit: usize, x: Cand, y: Cand },
-    Unary { c: Cand },
+    Pair { bit: usize, pair: usize },
+    Unary { cand: usize },
 }
 
+/// A search node: a layout (as its bit map) and how it was reached.
 struct Node {
-    regs: Vec<Vec<u32>>,
+    key: (Vec<u8>, u32),
     g: u32,
     parent: Option<(usize, Stage)>,
+}
+
+/// The registers of a bit-permute layout.
+fn regs_of(key: &(Vec<u8>, u32), nregs: usize, lanes: usize) -> Vec<Vec<u32>> {
+    let (map, c) = key;
+    (0..nregs)
+        .map(|r| {
+            (0..lanes)
+                .map(|l| {
+                    let pos = r * lanes + l;
+                    map.iter()
+                        .enumerate()
+                        .filter(|(b, _)| pos >> b & 1 == 1)
+                        .fold(*c, |acc, (_, &m)| acc ^ (1 << m))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Affine bit-permute layout of a state: label(pos) = c ^ Σ map[b] over set bits b of pos.
@@ -108,7 +128,9 @@ fn bpc_key(regs: &[Vec<u32>], lanes: usize) -> Option<(Vec<u8>, u32)> {
 fn is_goal(regs: &[Vec<u32>], piece: usize) -> bool {
     regs.iter().all(|r| {
         r.chunks(piece).all(|c| {
-            c[0] != ZERO && c[0] as usize % piece == 0 && c.iter().enumerate().all(|(l, &v)| v == c[0] + l as u32)
+            c[0] != ZERO
+                && (c[0] as usize).is_multiple_of(piece)
+                && c.iter().enumerate().all(|(l, &v)| v == c[0] + l as u32)
         })
     })
 }
@@ -280,6 +302,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     // Keep one (the cheapest) pair per distinct bit-permute move: only
     // bit-permute moves map bit-permute layouts to bit-permute layouts.
     let mut moves: HashMap<(Vec<u8>, u32), (Cand, Cand)> = HashMap::new();
+    // A fixed order (hash maps above iterate randomly) keeps the output reproducible.
+    let cand_key = |c: &Cand| (c.cost, c.instr, c.swap, format!("{:?}", c.param));
+    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
     for (x, y) in pairs {
         let pos: Vec<u32> = x
             .sel
@@ -295,7 +320,7 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         }
     }
     let mut pairs: Vec<(Cand, Cand)> = moves.into_values().collect();
-    pairs.sort_by_key(|(x, y)| (x.cost + y.cost, x.instr, y.instr, format!("{:?}{:?}", x.param, y.param)));
+    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
     let var1: Vec<usize> = (0..isa.instrs.len())
         .filter(|&i| {
             let s = isa.instrs[i].sem;
@@ -304,12 +329,14 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         .collect();
     let mut unary: Vec<Cand> = unary
         .into_values()
+        .collect::<Vec<_>>()
+        .into_iter()
         .filter(|c| {
             let pos: Vec<u32> = c.sel.iter().map(|s| s.map_or(ZERO, |(_, l)| l as u32)).collect();
             bpc_key(&[pos], lanes).is_some()
         })
         .collect();
-    unary.sort_by_key(|c| (c.cost, c.instr, format!("{:?}", c.param)));
+    unary.sort_by_cached_key(|c| (c.cost, c.instr, format!("{:?}", c.param), c.sel.clone()));
 
     for &ii in &var1 {
         let instr = &isa.instrs[ii];
@@ -352,10 +379,11 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     let start = p.input_labels_for(&loads);
     let (m0, c0) = bpc_key(&start, lanes)?;
     let mut nodes = vec![Node {
-        regs: start.clone(),
+        key: (m0.clone(), c0),
         g: 0,
         parent: None,
     }];
+    // Unary candidates found for one state (register sorts) are appended to `unary`.
     let mut best_g: HashMap<(Vec<u8>, u32), u32> = HashMap::new();
     best_g.insert((m0.clone(), c0), 0);
     let mut open = BinaryHeap::new();
@@ -368,14 +396,14 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         if nodes[id].g != g {
             continue;
         }
-        if is_goal(&nodes[id].regs, pout) {
-            return Some(build_bpc(p, &nodes, id, loads));
+        let regs = regs_of(&nodes[id].key, nregs, lanes);
+        if is_goal(&regs, pout) {
+            return Some(build_bpc(p, &nodes, id, loads, &pairs, &unary));
         }
         expanded += 1;
         if expanded > MAX_EXPANSIONS {
             return None;
         }
-        let regs = nodes[id].regs.clone();
         let mut push = |nodes: &mut Vec<Node>, new: Vec<Vec<u32>>, cost: u32, stage: Stage| {
             let Some(key) = bpc_key(&new, lanes) else { return };
             let ng = g + cost;
@@ -383,9 +411,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
                 return;
             }
             let h = bound(&key.0, &new);
-            best_g.insert(key, ng);
+            best_g.insert(key.clone(), ng);
             nodes.push(Node {
-                regs: new,
+                key,
                 g: ng,
                 parent: Some((id, stage)),
             });
@@ -394,7 +422,7 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         // Pair stages.
         for bit in 0..reg_bits {
             let k = 1usize << bit;
-            let mut try_pair = |nodes: &mut Vec<Node>, x: &Cand, y: &Cand| {
+            let mut try_pair = |nodes: &mut Vec<Node>, pi: usize, x: &Cand, y: &Cand| {
                 let mut new = regs.clone();
                 let mut cost = 0;
                 for r in (0..nregs).filter(|r| r & k == 0) {
@@ -402,25 +430,16 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
                     new[r | k] = apply(&y.sel, &regs[r], &regs[r | k]);
                     cost += x.cost + y.cost;
                 }
-                push(
-                    nodes,
-                    new,
-                    cost,
-                    Stage::Pair {
-                        bit,
-                        x: x.clone(),
-                        y: y.clone(),
-                    },
-                );
+                push(nodes, new, cost, Stage::Pair { bit, pair: pi });
             };
-            for (x, y) in &pairs {
-                try_pair(&mut nodes, x, y);
+            for (pi, (x, y)) in pairs.iter().enumerate() {
+                try_pair(&mut nodes, pi, x, y);
             }
         }
         // Unary stages: fixed patterns, then an index permute that sorts register 0.
-        for c in &unary {
+        for (ci, c) in unary.iter().enumerate() {
             let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
-            push(&mut nodes, new, c.cost * nregs as u32, Stage::Unary { c: c.clone() });
+            push(&mut nodes, new, c.cost * nregs as u32, Stage::Unary { cand: ci });
         }
         if let Some(sel) = sort_pieces(&regs[0], pout) {
             for &ii in &var1 {
@@ -434,7 +453,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
                         sel: sel.clone(),
                     };
                     let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
-                    push(&mut nodes, new, c.cost * nregs as u32, Stage::Unary { c });
+                    unary.push(c);
+                    let cand = unary.len() - 1;
+                    push(&mut nodes, new, unary[cand].cost * nregs as u32, Stage::Unary { cand });
                 }
             }
         }
@@ -487,11 +508,18 @@ fn step_of(c: &Cand, args: Vec<usize>) -> Step {
     }
 }
 
-fn build_bpc(p: &Problem, nodes: &[Node], goal: usize, loads: Vec<usize>) -> Network {
+fn build_bpc(
+    p: &Problem,
+    nodes: &[Node],
+    goal: usize,
+    loads: Vec<usize>,
+    pairs: &[(Cand, Cand)],
+    unary: &[Cand],
+) -> Network {
     let mut stages = Vec::new();
     let mut id = goal;
     while let Some((parent, stage)) = &nodes[id].parent {
-        stages.push(stage.clone());
+        stages.push(*stage);
         id = *parent;
     }
     stages.reverse();
@@ -500,7 +528,8 @@ fn build_bpc(p: &Problem, nodes: &[Node], goal: usize, loads: Vec<usize>) -> Net
     let mut steps = Vec::new();
     for st in &stages {
         match st {
-            Stage::Pair { bit, x, y } => {
+            Stage::Pair { bit, pair } => {
+                let (x, y) = &pairs[*pair];
                 let k = 1 << bit;
                 for r in (0..nregs).filter(|r| r & k == 0) {
                     let (a, b) = (cur[r], cur[r | k]);
@@ -513,7 +542,8 @@ fn build_bpc(p: &Problem, nodes: &[Node], goal: usize, loads: Vec<usize>) -> Net
                     cur[r | k] = vy;
                 }
             }
-            Stage::Unary { c } => {
+            Stage::Unary { cand } => {
+                let c = &unary[*cand];
                 for v in cur.iter_mut() {
                     steps.push(step_of(c, vec![*v]));
                     *v = nregs + steps.len() - 1;
@@ -522,8 +552,7 @@ fn build_bpc(p: &Problem, nodes: &[Node], goal: usize, loads: Vec<usize>) -> Net
         }
     }
     let pout = p.out_piece();
-    let stores = nodes[goal]
-        .regs
+    let stores = regs_of(&nodes[goal].key, nregs, p.lanes())
         .iter()
         .flat_map(|r| r.chunks(pout).map(|c| c[0] as usize / pout))
         .collect();
@@ -607,7 +636,7 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
         .instrs
         .iter()
         .enumerate()
-        .filter(|(_, i)| i.sem == Sem::Blend && w % i.gran == 0)
+        .filter(|(_, i)| i.sem == Sem::Blend && w.is_multiple_of(i.gran))
         .min_by_key(|(_, i)| i.cost)
         .map(|(k, _)| k);
     let perms: Vec<usize> = (0..isa.instrs.len())
@@ -907,7 +936,7 @@ impl<'a> Builder<'a> {
                     from_b[l as usize] = true;
                 }
                 let bi = (0..self.isa.instrs.len())
-                    .filter(|&i| self.isa.instrs[i].sem == Sem::Blend && self.w % self.isa.instrs[i].gran == 0)
+                    .filter(|&i| self.isa.instrs[i].sem == Sem::Blend && self.w.is_multiple_of(self.isa.instrs[i].gran))
                     .min_by_key(|&i| self.isa.instrs[i].cost)
                     .unwrap();
                 let param = self.isa.blend_mask(&self.isa.instrs[bi], &from_b, self.w).unwrap();

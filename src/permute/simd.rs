@@ -23,17 +23,21 @@ pub struct GenKernel {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 #[path = "../../simd/x86_avx2.rs"]
 mod x86_avx2;
 
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 #[path = "../../simd/x86_avx512.rs"]
 mod x86_avx512;
 
 #[cfg(target_arch = "aarch64")]
+#[rustfmt::skip]
 #[path = "../../simd/aarch64_neon.rs"]
 mod aarch64_neon;
 
+#[rustfmt::skip]
 #[path = "../../simd/registry.rs"]
 mod registry;
 

@@ -1,0 +1,183 @@
+//! Checks of the generated micro-kernels against the element-by-element
+//! reference, shared by tests/simd_kernels.rs and the single-threaded
+//! tests/neon_check.rs (which runs under qemu for NEON).
+#![allow(dead_code)]
+
+use vlkernels::permute::kernels::{available, generated_tables, KernelFamily};
+use vlkernels::permute::simd::GenKernel;
+use vlkernels::{PermuteOptions, PermutePlan};
+
+/// The ISA families this CPU runs.
+pub fn isa_families() -> Vec<KernelFamily> {
+    [KernelFamily::Avx2, KernelFamily::Avx512, KernelFamily::Neon]
+        .into_iter()
+        .filter(|&f| available(f))
+        .collect()
+}
+
+/// Says loudly which ISA families cannot run here; fails if `VLK_REQUIRE_<ISA>=1` asks for one.
+pub fn report_missing() {
+    for f in [KernelFamily::Avx2, KernelFamily::Avx512, KernelFamily::Neon] {
+        if !available(f) {
+            let var = format!("VLK_REQUIRE_{}", f.name().to_uppercase());
+            eprintln!(
+                "NOTE: this CPU cannot run {} kernels: they are only compiled (if on this architecture) and verified by the codegen interpreter here",
+                f.name()
+            );
+            assert!(
+                std::env::var(&var).as_deref() != Ok("1"),
+                "{var}=1 but {} is unavailable",
+                f.name()
+            );
+        }
+    }
+}
+
+/// Splitmix64 bytes.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E3779B97F4A7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
+}
+
+/// Row offsets: back to back, or with irregular (also odd-byte) gaps.
+fn row_offsets(n: usize, row_bytes: usize, back_to_back: bool, start: usize) -> Vec<usize> {
+    let mut off = start;
+    (0..n)
+        .map(|k| {
+            let o = off;
+            off += row_bytes + if back_to_back { 0 } else { 1 + (k * 7) % 13 };
+            o
+        })
+        .collect()
+}
+
+/// Runs kernel `k` once on random data with poisoned output; every element
+/// must land where the reference puts it and no other byte may change.
+pub fn check_kernel(k: &GenKernel, back_to_back: bool, seed: u64) -> Result<(), String> {
+    let es = k.elem_bytes;
+    let src_rows = row_offsets(k.nb, k.na * es, back_to_back, 5);
+    let dst_rows = row_offsets(k.na, k.nb * es, back_to_back, 3);
+    let src_len = src_rows[k.nb - 1] + k.na * es + 64;
+    let dst_len = dst_rows[k.na - 1] + k.nb * es + 64;
+    let src = random_bytes(src_len, seed);
+    for poison in [0xA5u8, 0x5A] {
+        let mut dst = vec![poison; dst_len];
+        // SAFETY: the family is available (checked by callers) and every row lies inside the buffers.
+        unsafe { (k.func)(src.as_ptr(), src_rows.as_ptr(), dst.as_mut_ptr(), dst_rows.as_ptr()) };
+        let mut expect = vec![poison; dst_len];
+        for (i, &dr) in dst_rows.iter().enumerate() {
+            for (j, &sr) in src_rows.iter().enumerate() {
+                let s = sr + i * es;
+                let d = dr + j * es;
+                expect[d..d + es].copy_from_slice(&src[s..s + es]);
+            }
+        }
+        if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
+            return Err(format!(
+                "{} (rows back to back: {back_to_back}, poison {poison:#x}): first wrong byte at {pos}",
+                k.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every generated kernel of every available family, back to back and gapped.
+/// Returns the number of kernel runs.
+pub fn check_all_kernels() -> Result<usize, String> {
+    let mut runs = 0;
+    for f in isa_families() {
+        for table in generated_tables(f) {
+            for k in table.iter() {
+                for (t, b2b) in [true, false].into_iter().enumerate() {
+                    check_kernel(k, b2b, 17 + t as u64 + k.na as u64 * 31 + k.nb as u64)?;
+                    runs += 1;
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Reference permutation (row-major source).
+pub fn reference(src: &[u8], shape: &[usize], perm: &[usize], es: usize) -> Vec<u8> {
+    let rank = shape.len();
+    let mut strides = vec![1usize; rank];
+    for i in (0..rank.saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n * es);
+    let mut idx = vec![0usize; rank];
+    for _ in 0..n {
+        let off: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+        out.extend_from_slice(&src[off * es..off * es + es]);
+        for ax in (0..rank).rev() {
+            idx[ax] += 1;
+            if idx[ax] < out_shape[ax] {
+                break;
+            }
+            idx[ax] = 0;
+        }
+    }
+    out
+}
+
+/// One permutation through the engine with a forced family on one thread.
+pub fn check_permute(
+    family: KernelFamily,
+    shape: &[usize],
+    perm: &[usize],
+    es: usize,
+    seed: u64,
+) -> Result<(), String> {
+    let n: usize = shape.iter().product();
+    let src = random_bytes(n * es, seed);
+    let opts = PermuteOptions::default().with_threads(1).with_kernel(family);
+    let plan = PermutePlan::new(shape, perm, es, &opts).map_err(|e| e.to_string())?;
+    let mut dst = vec![0xA5u8; n * es];
+    plan.execute_bytes(&src, &mut dst).map_err(|e| e.to_string())?;
+    if dst != reference(&src, shape, perm, es) {
+        return Err(format!(
+            "{} shape {shape:?} perm {perm:?} elem {es}: {}",
+            family.name(),
+            plan.describe()
+        ));
+    }
+    Ok(())
+}
+
+/// Sweep: tile edges of 2-D transposes, 2/3/4-channel HWC↔CHW, odd 3-D/4-D shapes.
+pub fn permute_sweep(family: KernelFamily) -> Result<usize, String> {
+    let mut cases: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+    for r in [1usize, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 67] {
+        for c in [1usize, 5, 8, 16, 17, 33] {
+            cases.push((vec![r, c], vec![1, 0]));
+        }
+    }
+    for ch in [2usize, 3, 4] {
+        for (h, w) in [(1usize, 1usize), (5, 7), (13, 11), (8, 8), (16, 33), (37, 41)] {
+            cases.push((vec![h, w, ch], vec![2, 0, 1]));
+            cases.push((vec![ch, h, w], vec![1, 2, 0]));
+        }
+    }
+    cases.push((vec![3, 5, 7, 11], vec![3, 1, 0, 2]));
+    cases.push((vec![2, 3, 5, 2, 14, 4], vec![0, 2, 4, 1, 3, 5]));
+    let mut runs = 0;
+    for (k, (shape, perm)) in cases.iter().enumerate() {
+        for es in [1usize, 2, 4, 8, 16] {
+            check_permute(family, shape, perm, es, k as u64 * 5 + es as u64)?;
+            runs += 1;
+        }
+    }
+    Ok(runs)
+}
