@@ -160,13 +160,16 @@ mod avx2 {
         c: *mut f32,
         ldc: usize,
     ) {
+        // 6 rows × 16 columns: 12 accumulators + 2 B vectors + 1 broadcast of 16 registers.
         let mut i = 0;
-        while i + 4 <= m {
-            row_block::<4>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
-            i += 4;
+        while i + 6 <= m {
+            row_block::<6>(n, k, a.add(i * lda), lda, b, ldb, c.add(i * ldc), ldc);
+            i += 6;
         }
         let (a, c) = (a.add(i * lda), c.add(i * ldc));
         match m - i {
+            5 => row_block::<5>(n, k, a, lda, b, ldb, c, ldc),
+            4 => row_block::<4>(n, k, a, lda, b, ldb, c, ldc),
             3 => row_block::<3>(n, k, a, lda, b, ldb, c, ldc),
             2 => row_block::<2>(n, k, a, lda, b, ldb, c, ldc),
             1 => row_block::<1>(n, k, a, lda, b, ldb, c, ldc),

@@ -1,5 +1,6 @@
 //! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
 
+mod attention_bench;
 mod bench;
 mod permute_cmd;
 
@@ -22,6 +23,9 @@ enum Command {
     Permute(permute_cmd::PermuteArgs),
     /// Benchmarks with a self-check (default: a short permutation run).
     Bench(bench::BenchArgs),
+    /// Attention benchmark (`vlk bench attention` once bench takes subcommands).
+    #[command(name = "bench-attention")]
+    BenchAttention(attention_bench::AttentionBenchArgs),
 }
 
 fn main() {
@@ -29,6 +33,7 @@ fn main() {
     let result = match cli.command {
         Command::Permute(args) => permute_cmd::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchAttention(args) => attention_bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
