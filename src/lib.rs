@@ -4,12 +4,18 @@
 //! [`permute_strided`] and the reusable [`PermutePlan`].
 
 pub mod attention;
+pub mod cuda;
+pub mod device;
 pub mod error;
+pub mod float;
 pub mod npy;
 pub mod permute;
+pub mod rope;
 pub mod tensor;
 
+pub use device::Device;
 pub use error::{Error, Result};
+pub use float::FloatElem;
 pub use permute::{permute, permute_strided, KernelFamily, NonTemporal, PermuteOptions, PermutePlan};
 pub use tensor::DType;
 

@@ -16,6 +16,7 @@
 //! no key is written as zeros.
 
 mod cpu;
+pub mod cuda;
 mod microkernel;
 mod reference;
 pub mod window;
@@ -23,57 +24,13 @@ pub mod window;
 pub use cpu::{attention, attention_with, CpuAttnKernel};
 pub use reference::attention_reference;
 
-use crate::tensor::DType;
 use crate::{Error, Result};
 
 /// Largest supported head dimension.
 pub const MAX_HEAD_DIM: usize = 256;
 
 /// Element types the attention kernels read and write (f32 accumulation inside).
-pub trait AttnElem: Copy + Send + Sync + 'static {
-    /// The element's [`DType`].
-    const DTYPE: DType;
-    /// Widens to f32 (exact for all three types).
-    fn to_f32(self) -> f32;
-    /// Rounds from f32 (round to nearest even).
-    fn from_f32(x: f32) -> Self;
-}
-
-impl AttnElem for f32 {
-    const DTYPE: DType = DType::F32;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
-    }
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        x
-    }
-}
-
-impl AttnElem for half::bf16 {
-    const DTYPE: DType = DType::BF16;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        half::bf16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        half::bf16::from_f32(x)
-    }
-}
-
-impl AttnElem for half::f16 {
-    const DTYPE: DType = DType::F16;
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        half::f16::to_f32(self)
-    }
-    #[inline(always)]
-    fn from_f32(x: f32) -> Self {
-        half::f16::from_f32(x)
-    }
-}
+pub use crate::float::FloatElem as AttnElem;
 
 /// Shape and options of one varlen attention call (see the module docs for the layout).
 #[derive(Clone, Debug)]

@@ -47,3 +47,18 @@ pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// Byte value written into outputs before a call, so unwritten elements show.
 pub const POISON: u8 = 0xA5;
+
+/// The CUDA device for GPU tests, or `None` after a loud message when there is none.
+/// With `VLK_REQUIRE_GPU=1` a missing device fails the test instead.
+pub fn gpu_or_skip(test: &str) -> Option<std::sync::Arc<vlkernels::cuda::CudaDevice>> {
+    match vlkernels::cuda::CudaDevice::get(0) {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            if std::env::var("VLK_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: VLK_REQUIRE_GPU=1 but no CUDA device: {e}");
+            }
+            eprintln!("SKIPPED {test}: no CUDA device ({e}); set VLK_REQUIRE_GPU=1 to make this a failure");
+            None
+        }
+    }
+}

@@ -99,11 +99,7 @@ pub fn run(args: AttentionBenchArgs) -> Result<()> {
     }
     match args.device.as_str() {
         "cpu" => {}
-        "cuda" => {
-            return Err(Error::Unavailable(
-                "--device cuda: the CUDA attention launcher is not built in this version".into(),
-            ))
-        }
+        "cuda" => return run_cuda(&args),
         other => return Err(Error::invalid(format!("--device '{other}': expected cpu or cuda"))),
     }
     let kernel = match args.kernel.as_str() {
@@ -299,4 +295,79 @@ unsafe fn fma_loop_avx2(iters: u64) -> u64 {
     }
     std::hint::black_box(acc);
     iters * 12 * 8 * 2
+}
+
+/// The CUDA side: bf16 inputs, every shape, time per launch (CUDA has no FMA-peak
+/// loop here: tools/attention_cuda_check.py measures the bf16 matmul peak and torch
+/// SDPA on the same shapes in the same session).
+fn run_cuda(args: &AttentionBenchArgs) -> Result<()> {
+    use vlkernels::attention::cuda::CudaAttentionPlan;
+    use vlkernels::cuda::CudaDevice;
+    if args.dtype != "bf16" {
+        return Err(Error::invalid(format!(
+            "--device cuda takes --dtype bf16 (got '{}')",
+            args.dtype
+        )));
+    }
+    let dev = CudaDevice::get(0)?;
+    println!("attention bench: {dev:?}, dtype bf16 (f32 accumulation)");
+    println!(
+        "{:<22} {:>6} {:>5} {:>4} {:>6} {:>10} {:>9} {:>7} {:>10}",
+        "shape", "segs", "heads", "d", "causal", "time ms", "TFLOP/s", "splits", "max err"
+    );
+    let mut shapes = shapes(args.full)?;
+    if args.full {
+        // Full (non-causal) attention at d 128, for the tensor-core-peak comparison.
+        shapes.push(Shape {
+            name: "full-d128 N=8192".into(),
+            cu: vec![0, 8192],
+            hq: 32,
+            hkv: 8,
+            d: 128,
+            causal: false,
+        });
+    }
+    for shape in shapes {
+        let n = shape.tokens();
+        let q: Vec<bf16> = random(n * shape.hq * shape.d, 1);
+        let k: Vec<bf16> = random(n * shape.hkv * shape.d, 2);
+        let v: Vec<bf16> = random(n * shape.hkv * shape.d, 3);
+        let (qd, kd, vd) = (dev.upload(&q)?, dev.upload(&k)?, dev.upload(&v)?);
+        let mut od = dev.upload(&vec![bf16::NAN; q.len()])?;
+        let a = shape.args();
+        let plan = CudaAttentionPlan::new(&dev, &a, None)?;
+        plan.run(&qd, &kd, &vd, &mut od)?;
+        dev.synchronize()?;
+        let out = dev.download(&od)?;
+        let max_err = spot_check(&a, &q, &k, &v, &out);
+        let mut best = f64::INFINITY;
+        let launches = 10;
+        for _ in 0..args.reps {
+            let t = Instant::now();
+            for _ in 0..launches {
+                plan.run(&qd, &kd, &vd, &mut od)?;
+            }
+            dev.synchronize()?;
+            best = best.min(t.elapsed().as_secs_f64() / launches as f64);
+        }
+        println!(
+            "{:<22} {:>6} {:>5} {:>4} {:>6} {:>10.3} {:>9.1} {:>7} {:>10.2e}",
+            shape.name,
+            shape.cu.len() - 1,
+            format!("{}/{}", shape.hq, shape.hkv),
+            shape.d,
+            shape.causal,
+            best * 1e3,
+            a.flops() / best / 1e12,
+            plan.num_splits(),
+            max_err
+        );
+        if max_err > 2e-2 {
+            return Err(Error::invalid(format!(
+                "self-check failed on {}: max error {max_err:.3e} > 2e-2",
+                shape.name
+            )));
+        }
+    }
+    Ok(())
 }
