@@ -135,6 +135,12 @@ impl CudaAttentionPlan {
                 }
             }
         };
+        if splits > 1 && nq.saturating_mul(args.num_q_heads) > u32::MAX as usize {
+            return Err(Error::invalid(format!(
+                "{nq} tokens × {} heads exceed the split-KV combine grid",
+                args.num_q_heads
+            )));
+        }
         let to_i32 = |v: &[usize]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
         let (ws_o, ws_ml) = if splits > 1 {
             let rows = nq
