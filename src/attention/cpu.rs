@@ -15,8 +15,8 @@ use super::{key_end, AttentionArgs, AttnElem};
 use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// Rows (token × grouped head) per work item.
-const ROW_BLOCK: usize = 64;
+/// Rows (token × grouped head) per work item: each K/V block converted serves them all.
+const ROW_BLOCK: usize = 256;
 /// Keys per inner block.
 const KEY_BLOCK: usize = 64;
 
@@ -141,7 +141,8 @@ fn work_items(args: &AttentionArgs) -> Vec<Item> {
 /// Per-worker buffers, reused across items.
 struct Scratch {
     q: Vec<f32>,  // rows × D, pre-scaled by scale·log2(e)
-    kt: Vec<f32>, // D × KEY_BLOCK (transposed keys, zero-padded columns)
+    kr: Vec<f32>, // KEY_BLOCK × D keys (zero-padded rows)
+    kt: Vec<f32>, // D × KEY_BLOCK: kr transposed
     v: Vec<f32>,  // KEY_BLOCK × D (zero-padded rows)
     s: Vec<f32>,  // rows × KEY_BLOCK logits, then probabilities
     o: Vec<f32>,  // rows × D accumulator
@@ -154,6 +155,7 @@ impl Scratch {
         let rows = ROW_BLOCK; // ensure_rows grows it for a GQA group wider than ROW_BLOCK
         Scratch {
             q: vec![0.0; rows * d],
+            kr: vec![0.0; KEY_BLOCK * d],
             kt: vec![0.0; d * KEY_BLOCK],
             v: vec![0.0; KEY_BLOCK * d],
             s: vec![0.0; rows * KEY_BLOCK],
@@ -219,23 +221,25 @@ unsafe fn run_item<T: AttnElem>(
     while kb < k_end {
         let nb = KEY_BLOCK.min(k_end - kb);
         let nbp = nb.div_ceil(8) * 8;
-        // Transposed keys and values of this block, zero-padded to nbp.
+        // Keys (then transposed) and values of this block in f32, zero-padded to nbp rows.
         for j in 0..nbp {
+            let (kdst, vdst) = (&mut sc.kr[j * d..(j + 1) * d], &mut sc.v[j * d..(j + 1) * d]);
             if j < nb {
                 let krow = &k[(seg.k_start + kb + j) * args.k_row_stride + item.kvh * d..][..d];
                 let vrow = &v[(seg.k_start + kb + j) * args.v_row_stride + item.kvh * d..][..d];
-                for c in 0..d {
-                    sc.kt[c * nbp + j] = krow[c].to_f32();
-                }
-                for (dst, &x) in sc.v[j * d..(j + 1) * d].iter_mut().zip(vrow) {
-                    *dst = x.to_f32();
-                }
+                T::load_f32(krow, kdst);
+                T::load_f32(vrow, vdst);
             } else {
-                for c in 0..d {
-                    sc.kt[c * nbp + j] = 0.0;
-                }
-                sc.v[j * d..(j + 1) * d].fill(0.0);
+                kdst.fill(0.0);
+                vdst.fill(0.0);
             }
+        }
+        isa.transpose(&sc.kr[..nbp * d], nbp, d, &mut sc.kt[..d * nbp]);
+        // The next block's rows are strided (one head of each token): ask for them now so
+        // they arrive while this block computes.
+        for j in kb + nb..(kb + nb + KEY_BLOCK).min(k_end) {
+            prefetch(&k[(seg.k_start + j) * args.k_row_stride + item.kvh * d..][..d]);
+            prefetch(&v[(seg.k_start + j) * args.v_row_stride + item.kvh * d..][..d]);
         }
         let s = &mut sc.s[..rows * nbp];
         s.fill(0.0);
@@ -272,4 +276,20 @@ unsafe fn run_item<T: AttnElem>(
             dst.add(c).write(T::from_f32(sc.o[r * d + c] * inv));
         }
     }
+}
+
+/// Hints that `row` will be read soon (every 64-byte line of it); no-op off x86_64.
+#[inline(always)]
+fn prefetch<T>(row: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(row);
+        let p = row.as_ptr() as *const i8;
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, and the address lies inside `row`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = row;
 }

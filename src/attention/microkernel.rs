@@ -51,6 +51,20 @@ impl Isa {
         }
     }
 
+    /// `dst[c·rows + r] = src[r·cols + c]`: a row-major `rows × cols` block transposed;
+    /// both extents are multiples of 8.
+    #[inline]
+    pub fn transpose(self, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        debug_assert!(rows % 8 == 0 && cols % 8 == 0);
+        assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+        match self {
+            Isa::Portable => transpose_portable(src, rows, cols, dst),
+            // SAFETY: see gemm_acc; lengths checked above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { avx2::transpose(src.as_ptr(), rows, cols, dst.as_mut_ptr()) },
+        }
+    }
+
     /// Online-softmax step on one row of base-2 logits `s` (masked entries are
     /// `-inf`): with `m_new = max(m_old, max s)`, replaces `s` by `exp2(s - m_new)`
     /// and returns `(m_new, exp2(m_old - m_new), Σ exp2(s - m_new))`. A row with no
@@ -95,6 +109,19 @@ fn gemm_acc_portable(
             // Lane-wise loop: the compiler vectorises it.
             for (cv, bv) in crow.iter_mut().zip(brow) {
                 *cv += av * bv;
+            }
+        }
+    }
+}
+
+fn transpose_portable(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    // 8×8 tiles keep both sides within a few cache lines.
+    for r0 in (0..rows).step_by(8) {
+        for c0 in (0..cols).step_by(8) {
+            for r in r0..r0 + 8 {
+                for c in c0..c0 + 8 {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
             }
         }
     }
@@ -238,6 +265,48 @@ mod avx2 {
         }
     }
 
+    /// Row-major `rows × cols` → `cols × rows`, by 8×8 register transposes.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transpose(src: *const f32, rows: usize, cols: usize, dst: *mut f32) {
+        for r0 in (0..rows).step_by(8) {
+            for c0 in (0..cols).step_by(8) {
+                let mut v = [_mm256_setzero_ps(); 8];
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(src.add((r0 + i) * cols + c0));
+                }
+                let t0 = _mm256_unpacklo_ps(v[0], v[1]);
+                let t1 = _mm256_unpackhi_ps(v[0], v[1]);
+                let t2 = _mm256_unpacklo_ps(v[2], v[3]);
+                let t3 = _mm256_unpackhi_ps(v[2], v[3]);
+                let t4 = _mm256_unpacklo_ps(v[4], v[5]);
+                let t5 = _mm256_unpackhi_ps(v[4], v[5]);
+                let t6 = _mm256_unpacklo_ps(v[6], v[7]);
+                let t7 = _mm256_unpackhi_ps(v[6], v[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (i, x) in out.iter().enumerate() {
+                    _mm256_storeu_ps(dst.add((c0 + i) * rows + r0), *x);
+                }
+            }
+        }
+    }
+
     /// 8 lanes of `2^t`, `t ≤ 0`; lanes below -126 (or NaN) give 0. Same formula as
     /// the portable `exp2_nonpositive`.
     #[target_feature(enable = "avx2,fma")]
@@ -304,5 +373,65 @@ mod avx2 {
             sum += *x;
         }
         (m_new, super::exp2_nonpositive(m_old - m_new), sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if best_isa() != Isa::Portable {
+            v.push(best_isa());
+        }
+        v
+    }
+
+    #[test]
+    fn transpose_matches_naive() {
+        for isa in isas() {
+            for (rows, cols) in [(8, 8), (8, 24), (64, 80), (16, 136), (40, 8)] {
+                let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+                let mut dst = vec![f32::NAN; rows * cols];
+                isa.transpose(&src, rows, cols, &mut dst);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(
+                            dst[c * rows + r],
+                            src[r * cols + c],
+                            "{isa:?} {rows}x{cols} at ({r},{c})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp2_is_accurate_and_zero_below_range() {
+        for i in 0..=2000 {
+            let t = -(i as f32) * 0.0631;
+            let want = (t as f64).exp2();
+            let got = exp2_nonpositive(t) as f64;
+            // Below -126 the result is flushed to 0 by design.
+            let slack = if t < -126.0 { 1.2e-38 } else { 0.0 };
+            assert!((got - want).abs() <= 2e-7 * want + slack, "2^{t}: {got} vs {want}");
+        }
+        assert_eq!(exp2_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp2_nonpositive(-127.0), 0.0);
+        for isa in isas() {
+            let mut row = vec![0.0, -1.0, f32::NEG_INFINITY, -3.5, -200.0, -0.25, -7.0, -1.5, -2.0];
+            let (m, alpha, sum) = isa.softmax_step(&mut row, f32::NEG_INFINITY);
+            assert_eq!((m, alpha), (0.0, 0.0), "{isa:?}");
+            let want: Vec<f64> = [0.0f64, -1.0, f64::NEG_INFINITY, -3.5, -200.0, -0.25, -7.0, -1.5, -2.0]
+                .iter()
+                .map(|x| x.exp2())
+                .collect();
+            for (g, w) in row.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() <= 1e-6 * w.max(1e-30), "{isa:?}: {g} vs {w}");
+            }
+            assert!((sum as f64 - want.iter().sum::<f64>()).abs() < 1e-5, "{isa:?}");
+        }
     }
 }
