@@ -4,7 +4,7 @@
 //! rows are the (token, query head) pairs of one GQA group, so every key and
 //! value block loaded serves all query heads that share it (one decode token with
 //! a group of 7 heads still makes 7 rows). For each key block of [`KEY_BLOCK`]
-//! keys: `S = Q·Kᵀ` (K transposed into a padded f32 scratch), mask, online softmax
+//! keys: `S = Q·Kᵀ` (K widened and transposed into a padded f32 scratch), mask, online softmax
 //! update of the running max `m`, sum `l` and output `O`, then `O += P·V`.
 //! Items run in parallel on rayon's pool; each writes its own rows of `out`.
 
