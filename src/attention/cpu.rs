@@ -74,23 +74,22 @@ pub fn attention_with<T: AttnElem>(
     let isa = kernel.resolve()?;
     let items = work_items(args);
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let run = |scratch: &mut Scratch, item: &Item| {
+    let run = |item: &Item| {
         let out_ptr = &out_ptr;
-        // SAFETY: items write disjoint (token, head) rows of `out`, whose bounds
-        // `validate` checked; `out` is borrowed mutably for the whole call.
-        unsafe { run_item(args, isa, item, q, k, v, out_ptr.0, scratch) }
+        SCRATCH.with(|cell| {
+            // A worker runs one item at a time, so the borrow is never contended.
+            let mut scratch = cell.borrow_mut();
+            scratch.ensure(args.head_dim);
+            // SAFETY: items write disjoint (token, head) rows of `out`, whose bounds
+            // `validate` checked; `out` is borrowed mutably for the whole call.
+            unsafe { run_item(args, isa, item, q, k, v, out_ptr.0, &mut scratch) }
+        })
     };
     let serial = threads == Some(1) || items.len() <= 1;
     if serial {
-        let mut scratch = Scratch::new(args.head_dim);
-        items.iter().for_each(|item| run(&mut scratch, item));
+        items.iter().for_each(run);
     } else {
-        let go = || {
-            items
-                .par_iter()
-                .with_max_len(1)
-                .for_each_init(|| Scratch::new(args.head_dim), |s, item| run(s, item))
-        };
+        let go = || items.par_iter().with_max_len(1).for_each(run);
         match threads {
             Some(n) => rayon::ThreadPoolBuilder::new()
                 .num_threads(n)
@@ -140,6 +139,7 @@ fn work_items(args: &AttentionArgs) -> Vec<Item> {
 
 /// Per-worker buffers, reused across items.
 struct Scratch {
+    d: usize,     // head dimension the buffers are sized for
     q: Vec<f32>,  // rows × D, pre-scaled by scale·log2(e)
     kr: Vec<f32>, // KEY_BLOCK × D keys (zero-padded rows)
     kt: Vec<f32>, // D × KEY_BLOCK: kr transposed
@@ -150,10 +150,24 @@ struct Scratch {
     l: Vec<f32>,  // running sum per row
 }
 
+thread_local! {
+    /// Each thread's buffers, kept across items and calls (allocating ~0.3 MB per item
+    /// would cost more than a 64-token window's arithmetic).
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::new(0));
+}
+
 impl Scratch {
+    /// Sizes the buffers for head dimension `d` (no-op when they already fit it).
+    fn ensure(&mut self, d: usize) {
+        if self.d != d {
+            *self = Scratch::new(d);
+        }
+    }
+
     fn new(d: usize) -> Self {
         let rows = ROW_BLOCK; // ensure_rows grows it for a GQA group wider than ROW_BLOCK
         Scratch {
+            d,
             q: vec![0.0; rows * d],
             kr: vec![0.0; KEY_BLOCK * d],
             kt: vec![0.0; d * KEY_BLOCK],
