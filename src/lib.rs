@@ -3,6 +3,7 @@
 //! The first component is the tensor permutation engine: [`permute`],
 //! [`permute_strided`] and the reusable [`PermutePlan`].
 
+pub mod attention;
 pub mod buffer;
 pub mod cuda;
 pub mod device;

@@ -20,6 +20,8 @@ enum BenchWhat {
     Moe(crate::moe_bench::MoeBenchArgs),
     /// RoPE family at Qwen2.5-VL / Qwen3-VL shapes (CPU or CUDA).
     Rope(crate::rope_bench::RopeBenchArgs),
+    /// Varlen window / causal GQA attention (CPU or CUDA), beside the FMA peak.
+    Attention(crate::attention_bench::AttentionBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -28,5 +30,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(BenchWhat::Permute(a)) => permute_bench::run(a),
         Some(BenchWhat::Moe(a)) => crate::moe_bench::run(a),
         Some(BenchWhat::Rope(a)) => crate::rope_bench::run(a),
+        Some(BenchWhat::Attention(a)) => crate::attention_bench::run(a),
     }
 }

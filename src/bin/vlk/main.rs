@@ -1,5 +1,6 @@
 //! `vlk`: the command-line front end of vlkernels (permute, bench, tune, ...).
 
+mod attention_bench;
 mod bench;
 mod moe_bench;
 mod moe_bench_cuda;
