@@ -141,7 +141,8 @@ pub fn plot_permute(rows: &[Row], path: &Path) -> Result<()> {
 
 fn svg_bars(title: &str, rows: &[&Row]) -> String {
     let (bw, gap, left, top, h) = (14.0, 4.0, 60.0, 40.0, 300.0);
-    let width = left + rows.len() as f64 * (bw + gap) + 20.0;
+    // Wide enough for the title even with few cases.
+    let width = (left + rows.len() as f64 * (bw + gap) + 20.0).max(760.0);
     let ymax = rows.iter().map(|r| r.vlk_gibs.max(r.memcpy_gibs)).fold(1.0, f64::max) * 1.1;
     let y = |v: f64| top + h - v / ymax * h;
     let mut s = String::new();
