@@ -2,12 +2,11 @@
 //! NEON as data ([`isa`]), synthesises in-register permutation networks by
 //! searching over that model ([`synth`]), proves them with an interpreter
 //! ([`network`]), and emits Rust kernels with `std::arch` intrinsics
-//! ([`emit`], [`specialize`]).
+//! ([`emit`]).
 
 pub mod emit;
 pub mod isa;
 pub mod network;
-pub mod specialize;
 pub mod synth;
 
 use isa::IsaKind;
