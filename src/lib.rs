@@ -12,6 +12,7 @@ pub mod float;
 pub mod moe;
 pub mod npy;
 pub mod permute;
+pub mod rng;
 pub mod rope;
 pub mod tensor;
 

@@ -9,16 +9,9 @@ use vlkernels::attention::{attention, attention_reference, attention_with, Atten
 
 /// Deterministic uniform values in [-amp, amp] (splitmix64).
 fn random<T: AttnElem>(n: usize, seed: u64, amp: f32) -> Vec<T> {
-    let mut x = seed;
+    let mut rng = vlkernels::rng::SplitMix64::new(seed);
     (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            z ^= z >> 31;
-            T::from_f32(((z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp)
-        })
+        .map(|_| T::from_f32((rng.next_unit_f32() * 2.0 - 1.0) * amp))
         .collect()
 }
 

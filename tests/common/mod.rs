@@ -33,16 +33,8 @@ pub fn c_strides(shape: &[usize]) -> Vec<usize> {
 
 /// Deterministic pseudo-random bytes (splitmix64), distinct per position.
 pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            (z ^ (z >> 31)) as u8
-        })
-        .collect()
+    let mut rng = vlkernels::rng::SplitMix64::new(seed);
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Byte value written into outputs before a call, so unwritten elements show.

@@ -7,17 +7,8 @@ use vlkernels::DType;
 
 /// Deterministic uniform floats in [lo, hi) (splitmix64).
 pub fn uniform(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            z ^= z >> 31;
-            lo + (hi - lo) * ((z >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    let mut rng = vlkernels::rng::SplitMix64::new(seed);
+    (0..n).map(|_| lo + (hi - lo) * rng.next_unit_f32()).collect()
 }
 
 /// Deterministic integers in [0, n).

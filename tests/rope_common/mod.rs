@@ -7,16 +7,9 @@ use vlkernels::FloatElem;
 
 /// Deterministic uniform values in [-1, 1) (splitmix64).
 pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
+    let mut rng = vlkernels::rng::SplitMix64::new(seed);
     (0..n)
-        .map(|_| {
-            x = x.wrapping_add(0x9E3779B97F4A7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
         .collect()
 }
 
