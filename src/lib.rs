@@ -9,6 +9,7 @@ pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod float;
+pub mod models;
 pub mod moe;
 pub mod npy;
 pub mod permute;

@@ -1,0 +1,8 @@
+//! Model runners written directly against this crate's kernels: checkpoint loading,
+//! configs, preprocessing, the text decoders and vision towers of the Qwen family.
+
+pub mod config;
+pub mod weights;
+
+pub use config::{read_json, JsonView};
+pub use weights::{TensorInfo, WeightDType, Weights};
