@@ -2,7 +2,9 @@
 //! configs, preprocessing, the text decoders and vision towers of the Qwen family.
 
 pub mod config;
+pub mod ops;
 pub mod weights;
 
 pub use config::{read_json, JsonView};
+pub use ops::Linear;
 pub use weights::{TensorInfo, WeightDType, Weights};
