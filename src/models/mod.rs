@@ -2,9 +2,17 @@
 //! configs, preprocessing, the text decoders and vision towers of the Qwen family.
 
 pub mod config;
+pub mod decoder;
+pub mod generate;
+pub mod kv_cache;
 pub mod ops;
+pub mod text_config;
 pub mod weights;
 
 pub use config::{read_json, JsonView};
+pub use decoder::{DecoderInput, DeepStack, ForwardOutput, LogitRows, Positions, RouterTrace, TextModel};
+pub use generate::{generate_greedy, GenerateOptions, Generation, Prompt};
+pub use kv_cache::KvCache;
 pub use ops::Linear;
+pub use text_config::{TextArch, TextConfig};
 pub use weights::{TensorInfo, WeightDType, Weights};

@@ -2,6 +2,7 @@
 
 mod attention_bench;
 mod bench;
+mod logits_cmd;
 mod moe_bench;
 mod moe_bench_cuda;
 mod numpy_compare;
@@ -9,6 +10,7 @@ mod permute_bench;
 mod permute_cmd;
 mod report;
 mod rope_bench;
+mod run_cmd;
 mod tune_cmd;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Autotune permutation plans and store them in the tuning cache.
     Tune(tune_cmd::TuneArgs),
+    /// Logits of a text decoder over token ids, written as f32 .npy [seq_len, vocab].
+    Logits(logits_cmd::LogitsArgs),
+    /// Greedy generation with a KV cache; prints ids (and text), TTFT and tokens/s.
+    Run(run_cmd::RunArgs),
 }
 
 fn main() {
@@ -40,6 +46,8 @@ fn main() {
         Command::Permute(args) => permute_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Tune(args) => tune_cmd::run(args),
+        Command::Logits(args) => logits_cmd::run(args),
+        Command::Run(args) => run_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
