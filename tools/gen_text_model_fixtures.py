@@ -184,6 +184,7 @@ def write_tokenizer(d):
 def write_bench(d):
     """Qwen3-30B-A3B-like shapes, 2 layers, random bf16 weights."""
     torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # never materialise the f32 copy
     cfg = transformers.Qwen3MoeConfig(
         vocab_size=151936,
         hidden_size=2048,
@@ -201,8 +202,7 @@ def write_bench(d):
         tie_word_embeddings=False,
         torch_dtype="bfloat16",
     )
-    with torch.device("cpu"):
-        model = transformers.Qwen3MoeForCausalLM(cfg).to(torch.bfloat16)
+    model = transformers.Qwen3MoeForCausalLM(cfg)
     model.save_pretrained(d, safe_serialization=True)
     print(f"wrote {d}")
 
