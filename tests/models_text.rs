@@ -221,6 +221,27 @@ fn vl_language_models_match_transformers() {
             let what = format!("{name}/{case} ({} tokens, {} visual)", c.tokens.len(), c.visual.len());
             let diff = check_logits(&what, &out.logits, &want, vocab);
             eprintln!("{what}: max abs diff {diff:.2e}");
+            if !c.visual.is_empty() {
+                // Controls: the image positions and the DeepStack features both matter here.
+                let mut run = |pos: Positions<'_>, ds: Option<DeepStack<'_>>| {
+                    let mut cache = model.new_cache().unwrap();
+                    let l = model
+                        .forward(DecoderInput::Embeds(&c.embeds), pos, &mut cache, ds)
+                        .unwrap()
+                        .logits;
+                    l.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+                };
+                assert!(
+                    run(Positions::Sequential, ds) > 10.0 * TOL,
+                    "{what}: positions had no effect"
+                );
+                if ds.is_some() {
+                    assert!(
+                        run(Positions::Mrope(&c.positions), None) > 10.0 * TOL,
+                        "{what}: DeepStack had no effect"
+                    );
+                }
+            }
             let want_gen = ids(&dir.join("generated_ids.npy"));
             let prompt = Prompt {
                 input: DecoderInput::Embeds(&c.embeds),
