@@ -223,7 +223,7 @@ fn vl_language_models_match_transformers() {
             eprintln!("{what}: max abs diff {diff:.2e}");
             if !c.visual.is_empty() {
                 // Controls: the image positions and the DeepStack features both matter here.
-                let mut run = |pos: Positions<'_>, ds: Option<DeepStack<'_>>| {
+                let run = |pos: Positions<'_>, ds: Option<DeepStack<'_>>| {
                     let mut cache = model.new_cache().unwrap();
                     let l = model
                         .forward(DecoderInput::Embeds(&c.embeds), pos, &mut cache, ds)
