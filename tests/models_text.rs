@@ -460,4 +460,56 @@ fn cli_logits_and_run() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("tokenizer.json"));
+    let m = dir.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec![
+                "run",
+                "--model",
+                m,
+                "--input-ids",
+                "1",
+                "--max-new-tokens",
+                "2",
+                "--device",
+                "cuda",
+            ],
+            "--device cuda",
+        ),
+        (
+            vec![
+                "run",
+                "--model",
+                m,
+                "--input-ids",
+                "1",
+                "--max-new-tokens",
+                "2",
+                "--image",
+                "x.png",
+            ],
+            "--image",
+        ),
+        (
+            vec!["run", "--model", m, "--input-ids", "1", "--max-new-tokens", "0"],
+            "--max-new-tokens 0",
+        ),
+        (
+            vec![
+                "run",
+                "--model",
+                "/nonexistent/model",
+                "--input-ids",
+                "1",
+                "--max-new-tokens",
+                "2",
+            ],
+            "/nonexistent/model",
+        ),
+    ] {
+        let o = vlk(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
 }
