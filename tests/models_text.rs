@@ -513,3 +513,38 @@ fn cli_logits_and_run() {
         assert!(e.contains(want), "{args:?}: {e}");
     }
 }
+
+#[test]
+fn sharded_checkpoint_gives_the_same_logits() {
+    let src = fixture("qwen3_moe");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let w = Weights::open(&src).unwrap();
+    let names: Vec<&str> = w.names().collect();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", shard + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = part
+            .iter()
+            .map(|&n| {
+                let shape = w.info(n).unwrap().shape.clone();
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, w.bytes(n).unwrap());
+                (n.to_string(), view.unwrap())
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &tmp.path().join(&file)).unwrap();
+        for &n in part {
+            weight_map.insert(n.to_string(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(tmp.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let model = TextModel::open(tmp.path()).unwrap();
+    let tokens = ids(&src.join("case2_ids.npy"));
+    let (want, _) = f32s(&src.join("case2_logits.npy"));
+    let mut cache = model.new_cache().unwrap();
+    let out = model
+        .forward(DecoderInput::Ids(&tokens), Positions::Sequential, &mut cache, None)
+        .unwrap();
+    check_logits("qwen3_moe in two shards", &out.logits, &want, 512);
+}
