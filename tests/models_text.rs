@@ -548,3 +548,57 @@ fn sharded_checkpoint_gives_the_same_logits() {
         .unwrap();
     check_logits("qwen3_moe in two shards", &out.logits, &want, 512);
 }
+
+/// Rewrites qwen3_moe's per-expert tensors into the fused `[E, 2I, H]` + `[E, H, I]`
+/// layout (transformers 5.x in memory) and checks the logits are unchanged.
+#[test]
+fn fused_expert_layout_gives_the_same_logits() {
+    let src = fixture("qwen3_moe");
+    let w = Weights::open(&src).unwrap();
+    let cfg = TextConfig::from_dir(&src).unwrap();
+    let moe = cfg.moe.clone().unwrap();
+    let (e, i, h) = (moe.num_experts, moe.moe_intermediate_size, cfg.hidden_size);
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for n in w.names().filter(|n| !n.contains(".mlp.experts.")) {
+        owned.push((
+            n.to_string(),
+            w.info(n).unwrap().shape.clone(),
+            w.bytes(n).unwrap().to_vec(),
+        ));
+    }
+    let mut fused_layers = 0;
+    for l in 0..cfg.num_layers {
+        let p = format!("model.layers.{l}.mlp.experts");
+        if !w.contains(&format!("{p}.0.gate_proj.weight")) {
+            continue;
+        }
+        let (mut gate_up, mut down) = (Vec::new(), Vec::new());
+        for x in 0..e {
+            gate_up.extend_from_slice(w.bytes(&format!("{p}.{x}.gate_proj.weight")).unwrap());
+            gate_up.extend_from_slice(w.bytes(&format!("{p}.{x}.up_proj.weight")).unwrap());
+            down.extend_from_slice(w.bytes(&format!("{p}.{x}.down_proj.weight")).unwrap());
+        }
+        owned.push((format!("{p}.gate_up_proj"), vec![e, 2 * i, h], gate_up));
+        owned.push((format!("{p}.down_proj"), vec![e, h, i], down));
+        fused_layers += 1;
+    }
+    assert_eq!(fused_layers, 2);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
+    let model = TextModel::open(tmp.path()).unwrap();
+    let tokens = ids(&src.join("case2_ids.npy"));
+    let (want, _) = f32s(&src.join("case2_logits.npy"));
+    let mut cache = model.new_cache().unwrap();
+    let out = model
+        .forward(DecoderInput::Ids(&tokens), Positions::Sequential, &mut cache, None)
+        .unwrap();
+    check_logits("qwen3_moe with fused [E, 2I, H] experts", &out.logits, &want, 512);
+}
