@@ -504,6 +504,22 @@ mod tests {
     }
 
     #[test]
+    fn published_qwen2_5_vl_form_with_top_level_text_fields() {
+        let v = json!({
+            "architectures": ["Qwen2_5_VLForConditionalGeneration"], "vocab_size": 151936,
+            "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+            "num_attention_heads": 16, "num_key_value_heads": 2, "rope_theta": 1e6,
+            "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "tie_word_embeddings": true,
+        });
+        let c = TextConfig::from_json(&v).unwrap();
+        assert_eq!(
+            (c.arch, c.head_dim, c.tie_word_embeddings),
+            (TextArch::Qwen2_5Vl, 128, true)
+        );
+        assert_eq!(c.rope_params().unwrap(), RopeParams::qwen2_5_vl());
+    }
+
+    #[test]
     fn errors_name_the_value() {
         let e = TextConfig::from_json(&qwen3(json!({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}})))
             .unwrap_err()
