@@ -2,6 +2,8 @@
 //! configs, preprocessing, the text decoders and vision towers of the Qwen family.
 
 pub mod config;
+pub mod image_resize;
+pub mod processor;
 pub mod weights;
 
 pub use config::{read_json, JsonView};

@@ -7,6 +7,7 @@ mod moe_bench_cuda;
 mod numpy_compare;
 mod permute_bench;
 mod permute_cmd;
+mod preprocess_cmd;
 mod report;
 mod rope_bench;
 mod tune_cmd;
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Autotune permutation plans and store them in the tuning cache.
     Tune(tune_cmd::TuneArgs),
+    /// Qwen2-VL image preprocessing: IMAGE -> pixel_values .npy, prints grid_thw.
+    Preprocess(preprocess_cmd::PreprocessArgs),
 }
 
 fn main() {
@@ -40,6 +43,7 @@ fn main() {
         Command::Permute(args) => permute_cmd::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Tune(args) => tune_cmd::run(args),
+        Command::Preprocess(args) => preprocess_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
