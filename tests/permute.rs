@@ -104,6 +104,31 @@ fn tile_edges_of_2d_transposes() {
 }
 
 #[test]
+fn blocked_runs_at_block_edges() {
+    // Runs problems whose destination-next axis is far apart in the source are walked in
+    // square blocks of runs (about 32 KiB): extents around the block side (sqrt(32 KiB /
+    // run bytes)) leave partial blocks on both blocked axes, and outer axes sit between them.
+    let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![
+        (vec![131, 70, 5], vec![1, 0, 2], 4),       // 20-byte runs: side 40
+        (vec![41, 3, 39, 8], vec![2, 1, 0, 3], 4),  // 32-byte runs: side 32
+        (vec![17, 5, 16, 33], vec![1, 2, 0, 3], 8), // 264-byte runs: side 11
+        (vec![9, 12, 13, 11, 3], vec![3, 1, 0, 2, 4], 2),
+        (vec![65, 66, 1030], vec![1, 0, 2], 1), // runs too long to block
+    ];
+    for kernel in families() {
+        for (shape, perm, es) in &cases {
+            for (threads, nt) in [(1, NonTemporal::Off), (2, NonTemporal::On), (3, NonTemporal::Off)] {
+                let opts = PermuteOptions::default()
+                    .with_threads(threads)
+                    .with_kernel(kernel)
+                    .with_non_temporal(nt);
+                check_case(shape, perm, *es, &opts, 7);
+            }
+        }
+    }
+}
+
+#[test]
 fn small_innermost_extents() {
     // HWC→CHW with 3 channels, ViT patchify (14-pixel rows), all-2 reversals.
     let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![

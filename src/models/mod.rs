@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod image_resize;
+pub mod ops;
 pub mod processor;
 pub mod weights;
 
 pub use config::{read_json, JsonView};
+pub use ops::Linear;
 pub use weights::{TensorInfo, WeightDType, Weights};

@@ -187,28 +187,108 @@ fn for_each_row_stretch(
 /// Runs of `last.extent` source-contiguous elements.
 unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
     let (last, rest) = dims.split_last().expect("runs need two axes");
-    let (row_dim, outer) = rest.split_last().expect("runs need two axes");
     let run_bytes = last.extent * es;
+    if let Some(blocks) = RunBlocks::new(rest, run_bytes) {
+        return blocked_runs(rest, &blocks, es, run_bytes, p, threads, nt);
+    }
+    let (row_dim, outer) = rest.split_last().expect("runs need two axes");
     let items: usize = rest.iter().map(|d| d.extent).product();
     let (rs, rd) = (row_dim.src_stride * es, row_dim.dst_stride * es);
-    let fixed = copy_runs_fn(run_bytes);
     parallel(items, threads, |range| {
         for_each_row_stretch(outer, *row_dim, es, range, |so, d0, n| {
-            let (s, d) = (p.src().add(so), p.dst().add(d0));
-            match fixed {
-                Some(copy_runs) => copy_runs(s, d, n, rs, rd),
-                None if nt => {
-                    for t in 0..n {
-                        stream_bytes(s.add(t * rs), d.add(t * rd), run_bytes);
-                    }
-                }
-                None => {
-                    for t in 0..n {
-                        copy_bytes(s.add(t * rs), d.add(t * rd), run_bytes, false);
-                    }
-                }
-            }
+            copy_run_row(p.src().add(so), p.dst().add(d0), n, rs, rd, run_bytes, nt);
         });
+        if nt {
+            stream_fence();
+        }
+    });
+}
+
+/// Copies `n` runs of `run_bytes`, run `t` from `src + t*rs` to `dst + t*rd`.
+#[inline]
+unsafe fn copy_run_row(src: *const u8, dst: *mut u8, n: usize, rs: usize, rd: usize, run_bytes: usize, nt: bool) {
+    match copy_runs_fn(run_bytes) {
+        Some(copy_runs) => copy_runs(src, dst, n, rs, rd),
+        None if nt => {
+            for t in 0..n {
+                stream_bytes(src.add(t * rs), dst.add(t * rd), run_bytes);
+            }
+        }
+        None => {
+            for t in 0..n {
+                copy_bytes(src.add(t * rs), dst.add(t * rd), run_bytes, false);
+            }
+        }
+    }
+}
+
+/// Bytes of one square run block: the L1 data cache. Measured on the HPTT runs
+/// cases (1 thread, 2-core EPYC): 16 KiB and 64 KiB blocks were both slower on
+/// 128-byte runs (0.62x and 0.36x memcpy against 0.70x).
+const RUN_BLOCK_AREA: usize = 32 * 1024;
+
+/// Blocking of a runs problem when consecutive destination runs come from far
+/// apart in the source: axis `a` (innermost of `rest`, the destination's next
+/// axis) is blocked against axis `b` (the one whose runs are adjacent in the
+/// source), so each block reads `tb` sequential streams and writes `ta`
+/// sequential streams instead of one run from each of many pages.
+struct RunBlocks {
+    a: usize,
+    b: usize,
+    ta: usize,
+    tb: usize,
+}
+
+impl RunBlocks {
+    fn new(rest: &[Dim], run_bytes: usize) -> Option<Self> {
+        let a = rest.len().checked_sub(1)?;
+        let (b, _) = rest.iter().enumerate().min_by_key(|(_, d)| d.src_stride)?;
+        // Already sequential on both sides, or runs long enough to stream alone.
+        if b == a || run_bytes >= RUN_BLOCK_AREA / 4 {
+            return None;
+        }
+        let per = (((RUN_BLOCK_AREA / run_bytes) as f64).sqrt() as usize).max(2);
+        let (ta, tb) = (per.min(rest[a].extent), per.min(rest[b].extent));
+        if ta < 2 || tb < 2 {
+            return None;
+        }
+        Some(RunBlocks { a, b, ta, tb })
+    }
+}
+
+/// The blocked walk of [`RunBlocks`]: items are (outer index, block of `b`,
+/// block of `a`) with `a` fastest, so consecutive blocks continue the same
+/// destination rows; inside a block, `b` outer and `a` inner.
+unsafe fn blocked_runs(rest: &[Dim], bl: &RunBlocks, es: usize, run_bytes: usize, p: Ptrs, threads: usize, nt: bool) {
+    let (da, db) = (rest[bl.a], rest[bl.b]);
+    let outer: Vec<Dim> = rest
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != bl.a && i != bl.b)
+        .map(|(_, d)| *d)
+        .collect();
+    let (na, nb) = (da.extent.div_ceil(bl.ta), db.extent.div_ceil(bl.tb));
+    let outer_count: usize = outer.iter().map(|d| d.extent).product();
+    let (as_, ad) = (da.src_stride * es, da.dst_stride * es);
+    let (bs, bd) = (db.src_stride * es, db.dst_stride * es);
+    parallel(outer_count * na * nb, threads, |range| {
+        let mut od = Odometer::new(&outer, es);
+        let mut o = range.start / (na * nb);
+        od.seek(o);
+        for item in range {
+            if item / (na * nb) != o {
+                o = item / (na * nb);
+                od.step();
+            }
+            let within = item % (na * nb);
+            let (ib0, ia0) = ((within / na) * bl.tb, (within % na) * bl.ta);
+            let (ia_n, ib_n) = (bl.ta.min(da.extent - ia0), bl.tb.min(db.extent - ib0));
+            for ib in ib0..ib0 + ib_n {
+                let s = p.src().add(od.src + ib * bs + ia0 * as_);
+                let d = p.dst().add(od.dst + ib * bd + ia0 * ad);
+                copy_run_row(s, d, ia_n, as_, ad, run_bytes, nt);
+            }
+        }
         if nt {
             stream_fence();
         }
