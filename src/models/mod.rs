@@ -5,8 +5,14 @@ pub mod config;
 pub mod image_resize;
 pub mod ops;
 pub mod processor;
+pub mod vision;
+pub mod vision_config;
+pub mod vision_qwen2_5;
+pub mod vision_qwen3;
 pub mod weights;
 
 pub use config::{read_json, JsonView};
 pub use ops::Linear;
+pub use vision::{VisionOutput, VisionTower};
+pub use vision_config::{VisionArch, VisionConfig};
 pub use weights::{TensorInfo, WeightDType, Weights};

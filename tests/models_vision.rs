@@ -1,0 +1,141 @@
+//! The vision towers against transformers 4.57.1 on the tiny fixture models
+//! (tests/fixtures/models, see its README): merged embeddings and DeepStack features
+//! within 1e-4 max abs for one image and two images (grids whose windows pad), plus
+//! argument and checkpoint errors.
+
+use std::path::PathBuf;
+
+use vlkernels::models::{read_json, JsonView, VisionTower, Weights};
+use vlkernels::npy::read_npy;
+use vlkernels::DType;
+
+const TOL: f32 = 1e-4;
+
+fn model_dir(model: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(model)
+}
+
+fn load(model: &str) -> VisionTower {
+    let dir = model_dir(model);
+    let weights = Weights::open(&dir).unwrap();
+    let cfg = read_json(&dir, "config.json").unwrap();
+    VisionTower::load(&weights, &JsonView::new("config.json", &cfg).unwrap()).unwrap()
+}
+
+fn f32s(path: PathBuf) -> Vec<f32> {
+    let a = read_npy(&path).unwrap();
+    assert_eq!(a.dtype, DType::F32, "{}", path.display());
+    bytemuck::pod_collect_to_vec(&a.data)
+}
+
+fn grids(path: PathBuf) -> Vec<[usize; 3]> {
+    let a = read_npy(&path).unwrap();
+    let v: Vec<i64> = bytemuck::pod_collect_to_vec(&a.data);
+    v.chunks(3)
+        .map(|g| [g[0] as usize, g[1] as usize, g[2] as usize])
+        .collect()
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
+}
+
+fn check_model(model: &str, deepstack_layers: usize) {
+    let tower = load(model);
+    for case in ["one_image", "two_images"] {
+        let dir = model_dir(model).join("cases").join(case);
+        let pv = f32s(dir.join("pixel_values.npy"));
+        let grid = grids(dir.join("grid_thw.npy"));
+        let out = tower.forward(&pv, &grid).unwrap();
+        let expect = f32s(dir.join("vision_embeds.npy"));
+        let err = max_abs(&out.embeds, &expect);
+        eprintln!("{model}/{case}: grids {grid:?}: embeds max abs {err:.2e}");
+        assert!(err <= TOL, "{model}/{case}: embeds max abs {err}");
+        assert_eq!(out.deepstack.len(), deepstack_layers, "{model}/{case}");
+        for (j, feat) in out.deepstack.iter().enumerate() {
+            let expect = f32s(dir.join(format!("deepstack_{j}.npy")));
+            let err = max_abs(feat, &expect);
+            eprintln!("{model}/{case}: deepstack {j} max abs {err:.2e}");
+            assert!(err <= TOL, "{model}/{case}: deepstack {j} max abs {err}");
+        }
+    }
+}
+
+#[test]
+fn qwen2_5_vl_tower_matches_transformers() {
+    check_model("qwen2_5_vl", 0);
+}
+
+#[test]
+fn qwen3_vl_tower_matches_transformers() {
+    check_model("qwen3_vl", 2);
+}
+
+#[test]
+fn qwen3_vl_moe_tower_matches_transformers() {
+    check_model("qwen3_vl_moe", 2);
+}
+
+#[test]
+fn bad_inputs_name_their_values() {
+    let tower = load("qwen3_vl");
+    let dim = tower.config().patch_dim();
+    // Pixel rows that do not match the grid.
+    let err = tower
+        .forward(&vec![0.0; 10 * dim], &[[1, 4, 4]])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[[1, 4, 4]]") && err.contains(&(10 * dim).to_string()),
+        "{err}"
+    );
+    // A grid side that the merge size does not divide.
+    let err = tower
+        .forward(&vec![0.0; 12 * dim], &[[1, 4, 3]])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[1, 4, 3]"), "{err}");
+    // No image.
+    assert!(tower.forward(&[], &[]).is_err());
+}
+
+#[test]
+fn missing_or_misshaped_tensors_are_named() {
+    let dir = model_dir("qwen2_5_vl");
+    let cfg_value = read_json(&dir, "config.json").unwrap();
+    let weights = Weights::open(&dir).unwrap();
+    // A model whose config says the ViT is deeper than the checkpoint.
+    let mut deeper = cfg_value.clone();
+    deeper["vision_config"]["depth"] = serde_json::json!(5);
+    deeper["vision_config"]["fullatt_block_indexes"] = serde_json::json!([1, 3]);
+    let err = VisionTower::load(&weights, &JsonView::new("config.json", &deeper).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("visual.blocks.4"), "{err}");
+    // A wider hidden size than the tensors have.
+    let mut wider = cfg_value.clone();
+    wider["vision_config"]["hidden_size"] = serde_json::json!(64);
+    let err = VisionTower::load(&weights, &JsonView::new("config.json", &wider).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("visual.blocks.0.norm1.weight") && err.contains("[64]"),
+        "{err}"
+    );
+    // Config errors name the key.
+    let mut bad = cfg_value.clone();
+    bad["vision_config"]["num_heads"] = serde_json::json!(3);
+    let err = VisionTower::load(&weights, &JsonView::new("config.json", &bad).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("num_heads"), "{err}");
+}
