@@ -139,3 +139,40 @@ fn missing_or_misshaped_tensors_are_named() {
         .to_string();
     assert!(err.contains("num_heads"), "{err}");
 }
+
+#[test]
+fn cli_runs_the_tower_and_writes_deepstack() {
+    let case = model_dir("qwen3_vl").join("cases/two_images");
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("emb.npy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(["vision", "--model"])
+        .arg(model_dir("qwen3_vl"))
+        .arg("--pixel-values")
+        .arg(case.join("pixel_values.npy"))
+        .args(["--grid-thw", "1,6,10", "--grid-thw", "1,8,4", "--output"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = max_abs(&f32s(out_path.clone()), &f32s(case.join("vision_embeds.npy")));
+    assert!(err <= TOL, "CLI embeds max abs {err}");
+    for j in 0..2 {
+        let got = f32s(out_path.with_extension(format!("deepstack_{j}.npy")));
+        let err = max_abs(&got, &f32s(case.join(format!("deepstack_{j}.npy"))));
+        assert!(err <= TOL, "CLI deepstack {j} max abs {err}");
+    }
+    // A grid that does not match the pixel rows is refused with both named.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(["vision", "--model"])
+        .arg(model_dir("qwen3_vl"))
+        .arg("--pixel-values")
+        .arg(case.join("pixel_values.npy"))
+        .args(["--grid-thw", "1,6,10", "--output"])
+        .arg(dir.path().join("x.npy"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let msg = String::from_utf8_lossy(&bad.stderr);
+    assert!(msg.contains("[[1, 6, 10]]"), "{msg}");
+}

@@ -11,6 +11,7 @@ mod preprocess_cmd;
 mod report;
 mod rope_bench;
 mod tune_cmd;
+mod vision_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ enum Command {
     Tune(tune_cmd::TuneArgs),
     /// Qwen2-VL image preprocessing: IMAGE -> pixel_values .npy, prints grid_thw.
     Preprocess(preprocess_cmd::PreprocessArgs),
+    /// Run a checkpoint's vision tower on pixel values; writes the merged embeddings.
+    Vision(vision_cmd::VisionArgs),
 }
 
 fn main() {
@@ -44,6 +47,7 @@ fn main() {
         Command::Bench(args) => bench::run(args),
         Command::Tune(args) => tune_cmd::run(args),
         Command::Preprocess(args) => preprocess_cmd::run(args),
+        Command::Vision(args) => vision_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -31,6 +31,9 @@ pub struct PreprocessArgs {
     /// Which transformers implementation to reproduce.
     #[arg(long, value_enum, default_value = "fast")]
     flavor: Flavor,
+    /// Run the processor this many times and report the fastest and median time.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
 }
 
 pub fn run(args: PreprocessArgs) -> Result<()> {
@@ -39,21 +42,32 @@ pub fn run(args: PreprocessArgs) -> Result<()> {
         Flavor::Slow => ProcessorFlavor::Slow,
     };
     let cfg = ProcessorConfig::from_model_dir(&args.model, flavor)?;
+    if args.repeat == 0 {
+        return Err(vlkernels::Error::invalid("--repeat 0: need at least one run"));
+    }
     let img = RgbImage::open(&args.image)?;
-    let start = Instant::now();
-    let out = preprocess(&img, &cfg)?;
-    let elapsed = start.elapsed();
+    let mut times = Vec::with_capacity(args.repeat);
+    let mut out = None;
+    for _ in 0..args.repeat {
+        let start = Instant::now();
+        out = Some(preprocess(&img, &cfg)?);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let out = out.expect("at least one run");
+    times.sort_by(f64::total_cmp);
     let rows = out.pixel_values.len() / out.patch_dim;
     let arr = NpyArray::from_slice(DType::F32, &[rows, out.patch_dim], &out.pixel_values)?;
     write_npy(&args.output, &arr)?;
     let [t, h, w] = out.grid_thw;
     println!("grid_thw: {t},{h},{w}");
     eprintln!(
-        "{}x{} image -> pixel_values [{rows}, {}] in {:.2} ms",
+        "{}x{} image -> pixel_values [{rows}, {}]: {} run(s), min {:.2} ms, median {:.2} ms",
         img.height,
         img.width,
         out.patch_dim,
-        elapsed.as_secs_f64() * 1e3
+        times.len(),
+        times[0],
+        times[times.len() / 2]
     );
     Ok(())
 }
