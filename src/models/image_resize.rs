@@ -15,6 +15,8 @@
 //!
 //! Images are interleaved `[height, width, 3]` `u8`.
 
+use rayon::prelude::*;
+
 use crate::{Error, Result};
 
 /// Which reference implementation to reproduce.
@@ -167,10 +169,11 @@ fn resize_fixed(
     (horiz, ph): FixedTaps,
     (vert, pv): FixedTaps,
 ) -> Vec<u8> {
-    // Both implementations skip a pass whose size does not change.
+    // Both implementations skip a pass whose size does not change. Rows are
+    // independent within a pass, so each pass runs its output rows in parallel.
     let tmp: Vec<u8> = if out_w != in_w {
         let mut tmp = vec![0u8; in_h * out_w * CHANNELS];
-        for y in 0..in_h {
+        tmp.par_chunks_mut(out_w * CHANNELS).enumerate().for_each(|(y, dst)| {
             let row = &src[y * in_w * CHANNELS..(y + 1) * in_w * CHANNELS];
             for (x, (start, k)) in horiz.iter().enumerate() {
                 for c in 0..CHANNELS {
@@ -178,10 +181,10 @@ fn resize_fixed(
                     for (i, &w) in k.iter().enumerate() {
                         acc += row[(start + i) * CHANNELS + c] as i64 * w;
                     }
-                    tmp[(y * out_w + x) * CHANNELS + c] = clip8(acc, ph);
+                    dst[x * CHANNELS + c] = clip8(acc, ph);
                 }
             }
-        }
+        });
         tmp
     } else {
         src.to_vec()
@@ -191,15 +194,16 @@ fn resize_fixed(
     }
     let stride = out_w * CHANNELS;
     let mut out = vec![0u8; out_h * stride];
-    for (y, (start, k)) in vert.iter().enumerate() {
-        for x in 0..stride {
-            let mut acc: i64 = 1 << pv >> 1;
+    out.par_chunks_mut(stride)
+        .zip(vert.par_iter())
+        .for_each(|(dst, (start, k))| {
+            let mut acc = vec![1i64 << pv >> 1; stride];
             for (i, &w) in k.iter().enumerate() {
-                acc += tmp[(start + i) * stride + x] as i64 * w;
+                let src_row = &tmp[(start + i) * stride..(start + i + 1) * stride];
+                acc.iter_mut().zip(src_row).for_each(|(a, &v)| *a += v as i64 * w);
             }
-            out[y * stride + x] = clip8(acc, pv);
-        }
-    }
+            dst.iter_mut().zip(&acc).for_each(|(d, &a)| *d = clip8(a, pv));
+        });
     out
 }
 
