@@ -176,3 +176,28 @@ fn cli_runs_the_tower_and_writes_deepstack() {
     let msg = String::from_utf8_lossy(&bad.stderr);
     assert!(msg.contains("[[1, 6, 10]]"), "{msg}");
 }
+
+/// The processor and the towers compose: the committed photograph, preprocessed with each
+/// tiny model's own preprocessor_config.json, runs through its tower to one finite row per
+/// merged token (the values themselves are checked against transformers above).
+#[test]
+fn preprocessed_photo_runs_through_each_tower() {
+    use vlkernels::models::processor::{preprocess, ProcessorConfig, ProcessorFlavor, RgbImage};
+    let photo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/chelsea_crop_131x97.png");
+    let img = RgbImage::open(photo).unwrap();
+    for model in ["qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"] {
+        let tower = load(model);
+        let cfg = ProcessorConfig::from_model_dir(model_dir(model), ProcessorFlavor::Fast).unwrap();
+        let p = preprocess(&img, &cfg).unwrap();
+        assert_eq!(p.patch_dim, tower.config().patch_dim(), "{model}");
+        let out = tower.forward(&p.pixel_values, &[p.grid_thw]).unwrap();
+        let [t, h, w] = p.grid_thw;
+        assert_eq!(
+            out.embeds.len(),
+            t * h * w / 4 * out.out_hidden,
+            "{model}: grid {:?}",
+            p.grid_thw
+        );
+        assert!(out.embeds.iter().all(|v| v.is_finite()), "{model}");
+    }
+}
