@@ -278,3 +278,38 @@ fn patch_rows_follow_transformers_order() {
     }
     assert_eq!(row * out.patch_dim, out.pixel_values.len());
 }
+
+/// JPEG files and grey or RGBA images decode to RGB8 as `convert_to_rgb` does.
+#[test]
+fn jpeg_grey_and_alpha_inputs_become_rgb() {
+    let dir = tempfile::tempdir().unwrap();
+    let rgb = photo();
+    let buf = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.data.clone()).unwrap();
+    let jpeg = dir.path().join("photo.jpg");
+    buf.save_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+    let decoded = RgbImage::open(&jpeg).unwrap();
+    assert_eq!((decoded.height, decoded.width), (rgb.height, rgb.width));
+    let mean_err = decoded
+        .data
+        .iter()
+        .zip(&rgb.data)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .sum::<f64>()
+        / rgb.data.len() as f64;
+    assert!(mean_err < 8.0, "JPEG round trip mean error {mean_err}");
+    let out = preprocess(&decoded, &config("default", ProcessorFlavor::Fast)).unwrap();
+    assert_eq!(out.grid_thw, [1, 6, 10]);
+
+    let grey = image::GrayImage::from_fn(5, 3, |x, y| image::Luma([(x * 40 + y) as u8]));
+    let grey_path = dir.path().join("grey.png");
+    grey.save(&grey_path).unwrap();
+    let g = RgbImage::open(&grey_path).unwrap();
+    assert_eq!((g.height, g.width), (3, 5));
+    assert_eq!(&g.data[3 * 6..3 * 7], &[41, 41, 41]);
+
+    let rgba = image::RgbaImage::from_fn(2, 2, |x, _| image::Rgba([10 * x as u8, 20, 30, 0]));
+    let rgba_path = dir.path().join("alpha.png");
+    rgba.save(&rgba_path).unwrap();
+    let c = RgbImage::open(&rgba_path).unwrap();
+    assert_eq!(c.data, vec![0, 20, 30, 10, 20, 30, 0, 20, 30, 10, 20, 30]);
+}
