@@ -6,7 +6,9 @@
 //! `merge²` patches), and the window order undone at the end.
 
 use super::ops::{gelu_erf, silu, Linear};
-use super::vision::{add_into, check_inputs, load_patch_embed, vision_rope, Norm, VisionAttention, VisionOutput};
+use super::vision::{
+    add_into, check_inputs, load_patch_embed, map_in_place, vision_rope, Norm, VisionAttention, VisionOutput,
+};
 use super::vision_config::VisionConfig;
 use super::weights::Weights;
 use crate::attention::window::{
@@ -91,13 +93,14 @@ impl Qwen2_5Vision {
             let y = block.norm2.apply(&h)?;
             let mut g = block.gate.forward(&y, n)?;
             let u = block.up.forward(&y, n)?;
-            g.iter_mut().zip(&u).for_each(|(g, u)| *g = silu(*g) * u);
+            map_in_place(&mut g, silu);
+            g.iter_mut().zip(&u).for_each(|(g, u)| *g *= u);
             add_into(&mut h, &block.down.forward(&g, n)?);
         }
 
         let units = n / (cfg.spatial_merge_size * cfg.spatial_merge_size);
         let mut m = self.merger_fc1.forward(&self.merger_norm.apply(&h)?, units)?;
-        m.iter_mut().for_each(|v| *v = gelu_erf(*v));
+        map_in_place(&mut m, gelu_erf);
         let merged = self.merger_fc2.forward(&m, units)?;
 
         // Merged rows are in window order; row `inv[u]` belongs to unit `u`.

@@ -7,7 +7,9 @@
 //! (LayerNorm over the grouped `merge²·hidden` row: `use_postshuffle_norm`).
 
 use super::ops::{gelu_erf, gelu_tanh, Linear};
-use super::vision::{add_into, check_inputs, load_patch_embed, vision_rope, Norm, VisionAttention, VisionOutput};
+use super::vision::{
+    add_into, check_inputs, load_patch_embed, map_in_place, vision_rope, Norm, VisionAttention, VisionOutput,
+};
 use super::vision_config::VisionConfig;
 use super::weights::Weights;
 use crate::attention::window::frame_cu_seqlens;
@@ -45,7 +47,7 @@ impl Merger {
     /// runs over patches or over grouped rows; on contiguous rows both are one call.
     fn forward(&self, x: &[f32], units: usize) -> Result<Vec<f32>> {
         let mut y = self.fc1.forward(&self.norm.apply(x)?, units)?;
-        y.iter_mut().for_each(|v| *v = gelu_erf(*v));
+        map_in_place(&mut y, gelu_erf);
         self.fc2.forward(&y, units)
     }
 }
@@ -108,7 +110,7 @@ impl Qwen3Vision {
                 .forward(&block.norm1.apply(&h)?, n, cfg.num_heads, &self.rope, &positions, &cu)?;
             add_into(&mut h, &a);
             let mut y = block.fc1.forward(&block.norm2.apply(&h)?, n)?;
-            y.iter_mut().for_each(|v| *v = gelu_tanh(*v));
+            map_in_place(&mut y, gelu_tanh);
             add_into(&mut h, &block.fc2.forward(&y, n)?);
             if let Some(j) = cfg.deepstack_visual_indexes.iter().position(|&d| d == b) {
                 deepstack.push(self.deepstack[j].forward(&h, units)?);
