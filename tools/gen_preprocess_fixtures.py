@@ -7,7 +7,9 @@ torchvision; 4.57.1's default when torchvision is installed) and `slow`
   preprocessor_config.json   the settings of the case (read by the Rust processor)
   <flavor>_pixel_values.npy  f32 [grid_t*grid_h*grid_w, 3*T*P*P]
   <flavor>_grid_thw.npy      i64 [1, 3]
-  <flavor>_resized.npy       u8 [H, W, 3]: the image after the bicubic resize alone
+  <flavor>_resized.npy       u8 [H, W, 3]: the image after the bicubic resize alone (torchvision or
+                             Pillow), both to the fast processor's size (the slow class ignores
+                             `size` in 4.57.1, so its own grid differs in the `upscale` case)
 
 Usage: PYTHONPATH=<dir with torchvision> /work/.venv-hf/bin/python tools/gen_preprocess_fixtures.py
 (torchvision is needed for the fast flavor; without it the script stops).
