@@ -8,10 +8,12 @@ mod moe_bench_cuda;
 mod numpy_compare;
 mod permute_bench;
 mod permute_cmd;
+mod preprocess_cmd;
 mod report;
 mod rope_bench;
 mod run_cmd;
 mod tune_cmd;
+mod vision_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +40,10 @@ enum Command {
     Logits(logits_cmd::LogitsArgs),
     /// Greedy generation with a KV cache; prints ids (and text), TTFT and tokens/s.
     Run(run_cmd::RunArgs),
+    /// Qwen2-VL image preprocessing: IMAGE -> pixel_values .npy, prints grid_thw.
+    Preprocess(preprocess_cmd::PreprocessArgs),
+    /// Run a checkpoint's vision tower on pixel values; writes the merged embeddings.
+    Vision(vision_cmd::VisionArgs),
 }
 
 fn main() {
@@ -48,6 +54,8 @@ fn main() {
         Command::Tune(args) => tune_cmd::run(args),
         Command::Logits(args) => logits_cmd::run(args),
         Command::Run(args) => run_cmd::run(args),
+        Command::Preprocess(args) => preprocess_cmd::run(args),
+        Command::Vision(args) => vision_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
