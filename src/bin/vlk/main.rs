@@ -2,6 +2,7 @@
 
 mod attention_bench;
 mod bench;
+mod kernels_bench;
 mod moe_bench;
 mod moe_bench_cuda;
 mod numpy_compare;
