@@ -253,7 +253,15 @@ pub fn block_body(p: &Problem, net: &Network, at: &Addressing, out: &mut String)
     // Loads: slot r*pieces+t of input register r holds source chunk net.loads[slot].
     for r in 0..p.regs() {
         let expr = match p.src {
-            Rows::Contiguous => load_piece(p.isa, vbytes, &(at.src)(0, net.loads[r] * vbytes)),
+            Rows::Contiguous => {
+                // Whole registers, or pieces (see `Problem::split_slots`).
+                let per = net.loads.len() / p.regs();
+                let piece = vbytes / per;
+                let parts: Vec<String> = (0..per)
+                    .map(|t| load_piece(p.isa, piece, &(at.src)(0, net.loads[r * per + t] * piece)))
+                    .collect();
+                combine(p.isa, piece, &parts)
+            }
             Rows::Separate if p.na >= lanes => {
                 let per_row = p.na / lanes;
                 let c = net.loads[r];
@@ -287,8 +295,12 @@ pub fn block_body(p: &Problem, net: &Network, at: &Addressing, out: &mut String)
         let v = format!("v{v}");
         match p.dst {
             Rows::Contiguous => {
-                let ptr = (at.dst)(0, net.stores[r] * vbytes);
-                let _ = writeln!(out, "    {}", store_piece(p.isa, vbytes, 1, 0, &v, &ptr));
+                let per = net.stores.len() / p.regs();
+                let piece = vbytes / per;
+                for t in 0..per {
+                    let ptr = (at.dst)(0, net.stores[r * per + t] * piece);
+                    let _ = writeln!(out, "    {}", store_piece(p.isa, piece, per, t, &v, &ptr));
+                }
             }
             Rows::Separate if p.nb >= lanes => {
                 let per_row = p.nb / lanes;

@@ -16,8 +16,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use crate::isa::{Isa, Param, Sel, Sem};
-use crate::network::{verify, Network, Problem, Step, ZERO};
+use crate::isa::{Isa, IsaKind, Param, Sel, Sem};
+use crate::network::{verify, Network, Problem, Rows, Step, ZERO};
 
 /// Finds a network for `p`: the bit-permute search for power-of-two blocks,
 /// otherwise (or if it fails) the gather search. The result is verified.
@@ -30,18 +30,53 @@ pub fn synthesize(p: &Problem) -> Option<Network> {
     if p.na.is_power_of_two() && p.nb.is_power_of_two() {
         best = search_bpc(p, &isa);
     }
-    if let Some(g) = search_gather(p, &isa) {
-        let better = match &best {
-            None => true,
-            Some(b) => (g.cost(&isa), g.len()) < (b.cost(&isa), b.len()),
-        };
-        if better {
-            best = Some(g);
+    for (loads, stores) in gather_layouts(p) {
+        if let Some(g) = search_gather(p, &isa, loads, stores) {
+            let better = match &best {
+                None => true,
+                Some(b) => layout_cost(p, &isa, &g) < layout_cost(p, &isa, b),
+            };
+            if better {
+                best = Some(g);
+            }
         }
     }
     let net = best?;
     verify(p, &net).expect("synthesised network failed verification");
     Some(net)
+}
+
+/// Cost of a network including the piece inserts and extracts that split
+/// loads and stores need (one per extra piece), then its length.
+fn layout_cost(p: &Problem, isa: &Isa, n: &Network) -> (u32, usize) {
+    let extra = |slots: usize, rows: Rows| match rows {
+        Rows::Contiguous => slots - p.regs(),
+        Rows::Separate => 0,
+    };
+    let moves = extra(n.loads.len(), p.src) + extra(n.stores.len(), p.dst);
+    (n.cost(isa) + moves as u32, n.len())
+}
+
+/// Load and store slot maps the gather search tries: whole registers, and
+/// on back-to-back x86 sides 128-bit pieces placed so that each block of a
+/// register holds whole chunks of its own (3-channel bytes then need only
+/// in-block shuffles and blends).
+fn gather_layouts(p: &Problem) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let side = |rows: Rows, whole: usize| -> Vec<Vec<usize>> {
+        let mut v = vec![p.identity_slots(whole)];
+        let block = 128 / p.elem_bits;
+        if rows == Rows::Contiguous && p.isa != IsaKind::Neon && block < p.lanes() && p.split_ok(block) {
+            v.push(p.split_slots(block));
+        }
+        v
+    };
+    let mut out = Vec::new();
+    for l in side(p.src, p.in_piece()) {
+        for s in side(p.dst, p.out_piece()) {
+            out.push((l.clone(), s));
+        }
+    }
+    out
 }
 
 /// Layouts the A* search may expand before it gives up on a problem.
@@ -621,11 +656,23 @@ fn partitions(items: &[usize], k: usize) -> Vec<Vec<Vec<usize>>> {
     out
 }
 
-/// Builds each output register by dynamic programming over input subsets.
-pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
+/// Builds each output register by dynamic programming over input subsets,
+/// with input registers loaded by `loads` and output registers stored by
+/// `stores` (slot maps as in [`Network`]).
+pub fn search_gather(p: &Problem, isa: &Isa, loads: Vec<usize>, stores: Vec<usize>) -> Option<Network> {
     let w = p.elem_bits;
     let lanes = p.lanes();
-    let inputs = p.input_labels();
+    let inputs = p.input_labels_for(&loads);
+    // Output register o, lane t must hold label want[o][t].
+    let pout = p.piece_for(stores.len());
+    let per_out = lanes / pout;
+    let want: Vec<Vec<u32>> = (0..p.regs())
+        .map(|o| {
+            (0..lanes)
+                .map(|t| (stores[o * per_out + t / pout] * pout + t % pout) as u32)
+                .collect()
+        })
+        .collect();
     let mut where_is: HashMap<u32, (usize, u16)> = HashMap::new();
     for (r, reg) in inputs.iter().enumerate() {
         for (l, &v) in reg.iter().enumerate() {
@@ -664,11 +711,12 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
     for o in 0..p.regs() {
         let need: Vec<(u32, usize, u16)> = (0..lanes)
             .map(|t| {
-                let lab = (o * lanes + t) as u32;
+                let lab = want[o][t];
                 let (r, l) = where_is[&lab];
                 (lab, r, l)
             })
             .collect();
+        let lane_of: HashMap<u32, u16> = (0..lanes).map(|t| (want[o][t], t as u16)).collect();
         let mut srcs: Vec<usize> = need.iter().map(|n| n.1).collect();
         srcs.sort_unstable();
         srcs.dedup();
@@ -676,7 +724,7 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
         if ns > 8 {
             return None;
         }
-        let target = |lab: u32| (lab as usize - o * lanes) as u16;
+        let target = |lab: u32| lane_of[&lab];
         let labels_of = |mask: usize| -> Vec<(u32, u16)> {
             need.iter()
                 .filter(|n| mask >> srcs.iter().position(|&s| s == n.1).unwrap() & 1 == 1)
@@ -878,8 +926,8 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
         n_inputs: p.regs(),
         steps: b.steps,
         outputs,
-        loads: p.identity_slots(p.in_piece()),
-        stores: p.identity_slots(p.out_piece()),
+        loads,
+        stores,
     })
 }
 
