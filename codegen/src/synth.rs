@@ -159,17 +159,6 @@ fn bpc_key(regs: &[Vec<u32>], lanes: usize) -> Option<(Vec<u8>, u32)> {
     Some((map, c))
 }
 
-/// Whether every store slot (`piece` lanes) holds one whole destination chunk in order.
-fn is_goal(regs: &[Vec<u32>], piece: usize) -> bool {
-    regs.iter().all(|r| {
-        r.chunks(piece).all(|c| {
-            c[0] != ZERO
-                && (c[0] as usize).is_multiple_of(piece)
-                && c.iter().enumerate().all(|(l, &v)| v == c[0] + l as u32)
-        })
-    })
-}
-
 fn apply(sel: &[Sel], a: &[u32], b: &[u32]) -> Vec<u32> {
     sel.iter()
         .map(|s| match *s {
@@ -354,8 +343,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
             }
         }
     }
-    let mut pairs: Vec<(Cand, Cand)> = moves.into_values().collect();
-    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
+    let mut keyed: Vec<((Cand, Cand), Key)> = moves.into_iter().map(|(k, xy)| (xy, k)).collect();
+    keyed.sort_by_cached_key(|((x, y), _)| (x.cost + y.cost, cand_key(x), cand_key(y)));
+    let (pairs, pair_keys): (Vec<(Cand, Cand)>, Vec<Key>) = keyed.into_iter().unzip();
     let var1: Vec<usize> = (0..isa.instrs.len())
         .filter(|&i| {
             let s = isa.instrs[i].sem;
@@ -405,9 +395,12 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     let min_stage = 2 * nregs as u32; // every stage instruction costs at least 2
                                       // Each pair stage brings at most one label bit from a register bit into
                                       // the lanes, and low label bits must all end in the lanes.
-    let bound = |map: &[u8], regs: &[Vec<u32>]| -> u32 {
-        let wrong = map[lane_bits..].iter().filter(|&&m| m < low_bits).count() as u32;
-        let order = u32::from(wrong == 0 && !is_goal(regs, pout));
+                                      // Layouts are composed as bit maps (no registers built per child).
+    let unary_keys: Vec<Option<Key>> = unary.iter().map(|c| unary_key(c, lanes)).collect();
+    let lane_local: Vec<usize> = (0..lane_bits).collect();
+    let bound = |key: &Key| -> u32 {
+        let wrong = key.0[lane_bits..].iter().filter(|&&m| m < low_bits).count() as u32;
+        let order = u32::from(wrong == 0 && !is_goal_key(key, pout));
         (wrong + order) * min_stage
     };
 
@@ -422,7 +415,7 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     let mut best_g: HashMap<(Vec<u8>, u32), u32> = HashMap::new();
     best_g.insert((m0.clone(), c0), 0);
     let mut open = BinaryHeap::new();
-    open.push(Reverse((bound(&m0, &start), Reverse(0u32), 0usize)));
+    open.push(Reverse((bound(&(m0.clone(), c0)), Reverse(0u32), 0usize)));
     let mut expanded = 0usize;
     while let Some(Reverse((f, Reverse(g), id))) = open.pop() {
         if f >= upper {
@@ -431,21 +424,20 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         if nodes[id].g != g {
             continue;
         }
-        let regs = regs_of(&nodes[id].key, nregs, lanes);
-        if is_goal(&regs, pout) {
+        if is_goal_key(&nodes[id].key, pout) {
             return Some(build_bpc(p, &nodes, id, loads, &pairs, &unary));
         }
         expanded += 1;
         if expanded > MAX_EXPANSIONS {
             return None;
         }
-        let mut push = |nodes: &mut Vec<Node>, new: Vec<Vec<u32>>, cost: u32, stage: Stage| {
-            let Some(key) = bpc_key(&new, lanes) else { return };
+        let cur = nodes[id].key.clone();
+        let mut push = |nodes: &mut Vec<Node>, key: Key, cost: u32, stage: Stage| {
             let ng = g + cost;
             if best_g.get(&key).is_some_and(|&old| old <= ng) {
                 return;
             }
-            let h = bound(&key.0, &new);
+            let h = bound(&key);
             best_g.insert(key.clone(), ng);
             nodes.push(Node {
                 key,
@@ -455,26 +447,33 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
             open.push(Reverse((ng + h, Reverse(ng), nodes.len() - 1)));
         };
         // Pair stages.
+        // Pair stages: the pair's lanes and register bit `bit` are its local position bits.
         for bit in 0..reg_bits {
-            let k = 1usize << bit;
-            let mut try_pair = |nodes: &mut Vec<Node>, pi: usize, x: &Cand, y: &Cand| {
-                let mut new = regs.clone();
-                let mut cost = 0;
-                for r in (0..nregs).filter(|r| r & k == 0) {
-                    new[r] = apply(&x.sel, &regs[r], &regs[r | k]);
-                    new[r | k] = apply(&y.sel, &regs[r], &regs[r | k]);
-                    cost += x.cost + y.cost;
-                }
-                push(nodes, new, cost, Stage::Pair { bit, pair: pi });
-            };
+            let mut local = lane_local.clone();
+            local.push(lane_bits + bit);
             for (pi, (x, y)) in pairs.iter().enumerate() {
-                try_pair(&mut nodes, pi, x, y);
+                let cost = (x.cost + y.cost) * (nregs / 2) as u32;
+                push(
+                    &mut nodes,
+                    compose(&cur, &local, &pair_keys[pi]),
+                    cost,
+                    Stage::Pair { bit, pair: pi },
+                );
             }
         }
         // Unary stages: fixed patterns, then an index permute that sorts register 0.
+        let regs = regs_of(&cur, nregs, lanes);
         for (ci, c) in unary.iter().enumerate() {
-            let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
-            push(&mut nodes, new, c.cost * nregs as u32, Stage::Unary { cand: ci });
+            // Sorts appended below have no precomputed key.
+            let key = match unary_keys.get(ci).and_then(|k| k.as_ref()) {
+                Some(k) => compose(&cur, &lane_local, k),
+                None => {
+                    let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
+                    let Some(k) = bpc_key(&new, lanes) else { continue };
+                    k
+                }
+            };
+            push(&mut nodes, key, c.cost * nregs as u32, Stage::Unary { cand: ci });
         }
         if let Some(sel) = sort_pieces(&regs[0], pout) {
             for &ii in &var1 {
@@ -488,14 +487,46 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
                         sel: sel.clone(),
                     };
                     let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
+                    let Some(key) = bpc_key(&new, lanes) else { continue };
                     unary.push(c);
                     let cand = unary.len() - 1;
-                    push(&mut nodes, new, unary[cand].cost * nregs as u32, Stage::Unary { cand });
+                    push(&mut nodes, key, unary[cand].cost * nregs as u32, Stage::Unary { cand });
                 }
             }
         }
     }
     None
+}
+
+/// A bit-permute layout: position bit `b` flips label bit `map[b]`; label of position 0.
+type Key = (Vec<u8>, u32);
+
+/// Whether a layout is a goal (every store slot holds one whole destination
+/// chunk in order): the low position bits of each store slot carry the low label bits in order, from a slot-aligned base.
+fn is_goal_key(key: &Key, piece: usize) -> bool {
+    let low = piece.trailing_zeros() as usize;
+    (0..low).all(|b| key.0[b] as usize == b) && key.1 & (piece as u32 - 1) == 0
+}
+
+/// The layout after a bit-permute move: `mv` maps local position bits
+/// (`local[k]` are their global position bits) to the local bits they read
+/// from, and its constant is the local position read by position 0.
+fn compose(key: &Key, local: &[usize], mv: &Key) -> Key {
+    let mut map = key.0.clone();
+    let mut c = key.1;
+    for (k, &g) in local.iter().enumerate() {
+        map[g] = key.0[local[mv.0[k] as usize]];
+        if mv.1 >> k & 1 == 1 {
+            c ^= 1 << key.0[g];
+        }
+    }
+    (map, c)
+}
+
+/// The bit-permute key of a one-register move over its lanes, if it is one.
+fn unary_key(c: &Cand, lanes: usize) -> Option<Key> {
+    let pos: Vec<u32> = c.sel.iter().map(|s| s.map_or(ZERO, |(_, l)| l as u32)).collect();
+    bpc_key(&[pos], lanes)
 }
 
 /// All permutations of `n` bit positions.
