@@ -15,7 +15,7 @@ pub static AVX2: &[GenKernel] = &[
     GenKernel { name: "transpose_2x32_cdst_b8_avx2", elem_bytes: 1, na: 32, nb: 2, src_contiguous: false, dst_contiguous: true, shuffles: 2, func: super::x86_avx2::transpose_2x32_cdst_b8_avx2 },
     GenKernel { name: "transpose_32x3_csrc_b8_avx2", elem_bytes: 1, na: 3, nb: 32, src_contiguous: true, dst_contiguous: false, shuffles: 9, func: super::x86_avx2::transpose_32x3_csrc_b8_avx2 },
     GenKernel { name: "transpose_3x32_cdst_b8_avx2", elem_bytes: 1, na: 32, nb: 3, src_contiguous: false, dst_contiguous: true, shuffles: 15, func: super::x86_avx2::transpose_3x32_cdst_b8_avx2 },
-    GenKernel { name: "transpose_32x4_csrc_b8_avx2", elem_bytes: 1, na: 4, nb: 32, src_contiguous: true, dst_contiguous: false, shuffles: 28, func: super::x86_avx2::transpose_32x4_csrc_b8_avx2 },
+    GenKernel { name: "transpose_32x4_csrc_b8_avx2", elem_bytes: 1, na: 4, nb: 32, src_contiguous: true, dst_contiguous: false, shuffles: 16, func: super::x86_avx2::transpose_32x4_csrc_b8_avx2 },
     GenKernel { name: "transpose_4x32_cdst_b8_avx2", elem_bytes: 1, na: 32, nb: 4, src_contiguous: false, dst_contiguous: true, shuffles: 12, func: super::x86_avx2::transpose_4x32_cdst_b8_avx2 },
     GenKernel { name: "transpose_16x2_csrc_b16_avx2", elem_bytes: 2, na: 2, nb: 16, src_contiguous: true, dst_contiguous: false, shuffles: 6, func: super::x86_avx2::transpose_16x2_csrc_b16_avx2 },
     GenKernel { name: "transpose_2x16_cdst_b16_avx2", elem_bytes: 2, na: 16, nb: 2, src_contiguous: false, dst_contiguous: true, shuffles: 2, func: super::x86_avx2::transpose_2x16_cdst_b16_avx2 },
@@ -39,6 +39,7 @@ pub static AVX2: &[GenKernel] = &[
 
 #[cfg(target_arch = "x86_64")]
 pub static AVX512: &[GenKernel] = &[
+    GenKernel { name: "transpose_16x16_b8_avx512", elem_bytes: 1, na: 16, nb: 16, src_contiguous: false, dst_contiguous: false, shuffles: 20, func: super::x86_avx512::transpose_16x16_b8_avx512 },
     GenKernel { name: "transpose_16x16_b16_avx512", elem_bytes: 2, na: 16, nb: 16, src_contiguous: false, dst_contiguous: false, shuffles: 32, func: super::x86_avx512::transpose_16x16_b16_avx512 },
     GenKernel { name: "transpose_16x16_b32_avx512", elem_bytes: 4, na: 16, nb: 16, src_contiguous: false, dst_contiguous: false, shuffles: 64, func: super::x86_avx512::transpose_16x16_b32_avx512 },
     GenKernel { name: "transpose_8x8_b64_avx512", elem_bytes: 8, na: 8, nb: 8, src_contiguous: false, dst_contiguous: false, shuffles: 24, func: super::x86_avx512::transpose_8x8_b64_avx512 },
@@ -48,7 +49,7 @@ pub static AVX512: &[GenKernel] = &[
     GenKernel { name: "transpose_64x3_csrc_b8_avx512", elem_bytes: 1, na: 3, nb: 64, src_contiguous: true, dst_contiguous: false, shuffles: 9, func: super::x86_avx512::transpose_64x3_csrc_b8_avx512 },
     GenKernel { name: "transpose_3x64_cdst_b8_avx512", elem_bytes: 1, na: 64, nb: 3, src_contiguous: false, dst_contiguous: true, shuffles: 15, func: super::x86_avx512::transpose_3x64_cdst_b8_avx512 },
     GenKernel { name: "transpose_64x4_csrc_b8_avx512", elem_bytes: 1, na: 4, nb: 64, src_contiguous: true, dst_contiguous: false, shuffles: 28, func: super::x86_avx512::transpose_64x4_csrc_b8_avx512 },
-    GenKernel { name: "transpose_4x64_cdst_b8_avx512", elem_bytes: 1, na: 64, nb: 4, src_contiguous: false, dst_contiguous: true, shuffles: 28, func: super::x86_avx512::transpose_4x64_cdst_b8_avx512 },
+    GenKernel { name: "transpose_4x64_cdst_b8_avx512", elem_bytes: 1, na: 64, nb: 4, src_contiguous: false, dst_contiguous: true, shuffles: 16, func: super::x86_avx512::transpose_4x64_cdst_b8_avx512 },
     GenKernel { name: "transpose_32x2_csrc_b16_avx512", elem_bytes: 2, na: 2, nb: 32, src_contiguous: true, dst_contiguous: false, shuffles: 2, func: super::x86_avx512::transpose_32x2_csrc_b16_avx512 },
     GenKernel { name: "transpose_2x32_cdst_b16_avx512", elem_bytes: 2, na: 32, nb: 2, src_contiguous: false, dst_contiguous: true, shuffles: 2, func: super::x86_avx512::transpose_2x32_cdst_b16_avx512 },
     GenKernel { name: "transpose_32x3_csrc_b16_avx512", elem_bytes: 2, na: 3, nb: 32, src_contiguous: true, dst_contiguous: false, shuffles: 9, func: super::x86_avx512::transpose_32x3_csrc_b16_avx512 },

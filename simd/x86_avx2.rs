@@ -415,7 +415,7 @@ pub unsafe fn transpose_3x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize
     _mm_storeu_si128(dst.add(d0 + 80) as *mut __m128i, _mm256_extracti128_si256(v17, 1));
 }
 
-/// 32x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 28 shuffles, cost 56.
+/// 32x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 16 shuffles, cost 32.
 ///
 /// # Safety
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
@@ -425,70 +425,34 @@ pub unsafe fn transpose_32x4_csrc_b8_avx2(src: *const u8, src_rows: *const usize
     if !rows_back_to_back(src_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 32, 1);
     }
-    let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1);
-    let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1);
-    let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 1);
-    let v3 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 48) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 112) as *const __m128i), 1);
-    const K0: [u8; 32] = [0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K1: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12];
-    const K2: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
-    const K3: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0];
-    const K4: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0];
-    const K5: [u8; 32] = [0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K6: [u8; 32] = [0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K7: [u8; 32] = [1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K8: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13];
-    const K9: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
-    const K10: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0];
-    const K11: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0];
-    const K12: [u8; 32] = [0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K13: [u8; 32] = [0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K14: [u8; 32] = [2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K15: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14];
-    const K16: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
-    const K17: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0];
-    const K18: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0];
-    const K19: [u8; 32] = [0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K20: [u8; 32] = [0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K21: [u8; 32] = [3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K22: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15];
-    const K23: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255];
-    const K24: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0];
-    const K25: [u8; 32] = [0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0];
-    const K26: [u8; 32] = [0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0];
-    const K27: [u8; 32] = [0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0];
+    let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
+    let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
+    let v3 = _mm256_loadu_si256(src.add(s0 + 96) as *const __m256i);
+    const K0: [u8; 32] = [0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15];
+    const K1: [u8; 32] = [0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15];
+    const K2: [u8; 32] = [0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15];
+    const K3: [u8; 32] = [0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15, 0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15];
     let v4 = _mm256_shuffle_epi8(v0, _mm256_loadu_si256(K0.as_ptr() as *const __m256i));
-    let v5 = _mm256_shuffle_epi8(v3, _mm256_loadu_si256(K1.as_ptr() as *const __m256i));
-    let v6 = _mm256_blendv_epi8(v4, v5, _mm256_loadu_si256(K2.as_ptr() as *const __m256i));
-    let v7 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K3.as_ptr() as *const __m256i));
-    let v8 = _mm256_blendv_epi8(v6, v7, _mm256_loadu_si256(K4.as_ptr() as *const __m256i));
-    let v9 = _mm256_shuffle_epi8(v1, _mm256_loadu_si256(K5.as_ptr() as *const __m256i));
-    let v10 = _mm256_blendv_epi8(v8, v9, _mm256_loadu_si256(K6.as_ptr() as *const __m256i));
-    let v11 = _mm256_shuffle_epi8(v0, _mm256_loadu_si256(K7.as_ptr() as *const __m256i));
-    let v12 = _mm256_shuffle_epi8(v3, _mm256_loadu_si256(K8.as_ptr() as *const __m256i));
-    let v13 = _mm256_blendv_epi8(v11, v12, _mm256_loadu_si256(K9.as_ptr() as *const __m256i));
-    let v14 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K10.as_ptr() as *const __m256i));
-    let v15 = _mm256_blendv_epi8(v13, v14, _mm256_loadu_si256(K11.as_ptr() as *const __m256i));
-    let v16 = _mm256_shuffle_epi8(v1, _mm256_loadu_si256(K12.as_ptr() as *const __m256i));
-    let v17 = _mm256_blendv_epi8(v15, v16, _mm256_loadu_si256(K13.as_ptr() as *const __m256i));
-    let v18 = _mm256_shuffle_epi8(v0, _mm256_loadu_si256(K14.as_ptr() as *const __m256i));
-    let v19 = _mm256_shuffle_epi8(v3, _mm256_loadu_si256(K15.as_ptr() as *const __m256i));
-    let v20 = _mm256_blendv_epi8(v18, v19, _mm256_loadu_si256(K16.as_ptr() as *const __m256i));
-    let v21 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K17.as_ptr() as *const __m256i));
-    let v22 = _mm256_blendv_epi8(v20, v21, _mm256_loadu_si256(K18.as_ptr() as *const __m256i));
-    let v23 = _mm256_shuffle_epi8(v1, _mm256_loadu_si256(K19.as_ptr() as *const __m256i));
-    let v24 = _mm256_blendv_epi8(v22, v23, _mm256_loadu_si256(K20.as_ptr() as *const __m256i));
-    let v25 = _mm256_shuffle_epi8(v0, _mm256_loadu_si256(K21.as_ptr() as *const __m256i));
-    let v26 = _mm256_shuffle_epi8(v3, _mm256_loadu_si256(K22.as_ptr() as *const __m256i));
-    let v27 = _mm256_blendv_epi8(v25, v26, _mm256_loadu_si256(K23.as_ptr() as *const __m256i));
-    let v28 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K24.as_ptr() as *const __m256i));
-    let v29 = _mm256_blendv_epi8(v27, v28, _mm256_loadu_si256(K25.as_ptr() as *const __m256i));
-    let v30 = _mm256_shuffle_epi8(v1, _mm256_loadu_si256(K26.as_ptr() as *const __m256i));
-    let v31 = _mm256_blendv_epi8(v29, v30, _mm256_loadu_si256(K27.as_ptr() as *const __m256i));
-    _mm256_storeu_si256(dst.add(*dst_rows.add(0) + 0) as *mut __m256i, v10);
-    _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v17);
-    _mm256_storeu_si256(dst.add(*dst_rows.add(2) + 0) as *mut __m256i, v24);
-    _mm256_storeu_si256(dst.add(*dst_rows.add(3) + 0) as *mut __m256i, v31);
+    let v5 = _mm256_shuffle_epi8(v1, _mm256_loadu_si256(K1.as_ptr() as *const __m256i));
+    let v6 = _mm256_shuffle_epi8(v2, _mm256_loadu_si256(K2.as_ptr() as *const __m256i));
+    let v7 = _mm256_shuffle_epi8(v3, _mm256_loadu_si256(K3.as_ptr() as *const __m256i));
+    let v8 = _mm256_unpacklo_epi32(v4, v5);
+    let v9 = _mm256_unpackhi_epi32(v4, v5);
+    let v10 = _mm256_unpacklo_epi32(v6, v7);
+    let v11 = _mm256_unpackhi_epi32(v6, v7);
+    let v12 = _mm256_permute2x128_si256(v10, v8, 19);
+    let v13 = _mm256_permute2x128_si256(v10, v8, 2);
+    let v14 = _mm256_permute2x128_si256(v11, v9, 19);
+    let v15 = _mm256_permute2x128_si256(v11, v9, 2);
+    let v16 = _mm256_unpacklo_epi32(v13, v12);
+    let v17 = _mm256_unpackhi_epi32(v13, v12);
+    let v18 = _mm256_unpacklo_epi32(v15, v14);
+    let v19 = _mm256_unpackhi_epi32(v15, v14);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(0) + 0) as *mut __m256i, v16);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v18);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(2) + 0) as *mut __m256i, v17);
+    _mm256_storeu_si256(dst.add(*dst_rows.add(3) + 0) as *mut __m256i, v19);
 }
 
 /// 4x32 block of 8-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 24.

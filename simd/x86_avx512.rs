@@ -30,6 +30,54 @@ unsafe fn tile_fallback(
     }
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 20 shuffles, cost 40.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_16x16_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(0)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(4)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(8)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(12)) as *const __m128i), 3);
+    let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(1)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(5)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(9)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(13)) as *const __m128i), 3);
+    let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(2)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(6)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(10)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(14)) as *const __m128i), 3);
+    let v3 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(3)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(7)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(11)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(15)) as *const __m128i), 3);
+    let v4 = _mm512_unpacklo_epi8(v0, v1);
+    let v5 = _mm512_unpackhi_epi8(v0, v1);
+    let v6 = _mm512_unpacklo_epi8(v2, v3);
+    let v7 = _mm512_unpackhi_epi8(v2, v3);
+    let v8 = _mm512_unpacklo_epi16(v4, v6);
+    let v9 = _mm512_unpackhi_epi16(v4, v6);
+    let v10 = _mm512_unpacklo_epi16(v5, v7);
+    let v11 = _mm512_unpackhi_epi16(v5, v7);
+    let v12 = _mm512_shuffle_i32x4(v8, v10, 119);
+    let v13 = _mm512_shuffle_i32x4(v8, v10, 34);
+    let v14 = _mm512_shuffle_i32x4(v9, v11, 119);
+    let v15 = _mm512_shuffle_i32x4(v9, v11, 34);
+    let v16 = _mm512_unpacklo_epi32(v13, v12);
+    let v17 = _mm512_unpackhi_epi32(v13, v12);
+    let v18 = _mm512_unpacklo_epi32(v15, v14);
+    let v19 = _mm512_unpackhi_epi32(v15, v14);
+    let v20 = _mm512_permutex_epi64(v16, 114);
+    let v21 = _mm512_permutex_epi64(v17, 114);
+    let v22 = _mm512_permutex_epi64(v18, 114);
+    let v23 = _mm512_permutex_epi64(v19, 114);
+    _mm_storeu_si128(dst.add(*dst_rows.add(0)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(1)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(8)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(9)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(2)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(3)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(10)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(11)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(4)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(5)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(12)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(13)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(6)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(7)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(14)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(15)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 3));
+}
+
 /// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
 ///
 /// # Safety
@@ -479,7 +527,7 @@ pub unsafe fn transpose_64x4_csrc_b8_avx512(src: *const u8, src_rows: *const usi
     _mm512_storeu_si512(dst.add(*dst_rows.add(3) + 0) as *mut __m512i, v31);
 }
 
-/// 4x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 28 shuffles, cost 44.
+/// 4x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 16 shuffles, cost 32.
 ///
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
@@ -493,66 +541,26 @@ pub unsafe fn transpose_4x64_cdst_b8_avx512(src: *const u8, src_rows: *const usi
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
     let v3 = _mm512_loadu_si512(src.add(*src_rows.add(3) + 0) as *const __m512i);
-    const K0: [u8; 64] = [0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0];
-    const K1: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
-    const K3: [u8; 64] = [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0];
-    const K5: [u8; 64] = [0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0];
-    const K7: [u8; 64] = [4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0];
-    const K8: [u8; 64] = [0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7];
-    const K10: [u8; 64] = [0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0];
-    const K12: [u8; 64] = [0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0];
-    const K14: [u8; 64] = [8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0];
-    const K15: [u8; 64] = [0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11];
-    const K17: [u8; 64] = [0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0];
-    const K19: [u8; 64] = [0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0, 0, 8, 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 11, 0, 0];
-    const K21: [u8; 64] = [12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0];
-    const K22: [u8; 64] = [0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15];
-    const K24: [u8; 64] = [0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0];
-    const K26: [u8; 64] = [0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0, 0, 12, 0, 0, 0, 13, 0, 0, 0, 14, 0, 0, 0, 15, 0, 0];
-    let v4 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i));
-    let v5 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K1.as_ptr() as *const __m512i));
-    let v6 = _mm512_mask_blend_epi8(0x8888888888888888 as __mmask64, v4, v5);
-    let v7 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K3.as_ptr() as *const __m512i));
-    let v8 = _mm512_mask_blend_epi8(0x4444444444444444 as __mmask64, v6, v7);
-    let v9 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K5.as_ptr() as *const __m512i));
-    let v10 = _mm512_mask_blend_epi8(0x2222222222222222 as __mmask64, v8, v9);
-    let v11 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K7.as_ptr() as *const __m512i));
-    let v12 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K8.as_ptr() as *const __m512i));
-    let v13 = _mm512_mask_blend_epi8(0x8888888888888888 as __mmask64, v11, v12);
-    let v14 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K10.as_ptr() as *const __m512i));
-    let v15 = _mm512_mask_blend_epi8(0x4444444444444444 as __mmask64, v13, v14);
-    let v16 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K12.as_ptr() as *const __m512i));
-    let v17 = _mm512_mask_blend_epi8(0x2222222222222222 as __mmask64, v15, v16);
-    let v18 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K14.as_ptr() as *const __m512i));
-    let v19 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K15.as_ptr() as *const __m512i));
-    let v20 = _mm512_mask_blend_epi8(0x8888888888888888 as __mmask64, v18, v19);
-    let v21 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K17.as_ptr() as *const __m512i));
-    let v22 = _mm512_mask_blend_epi8(0x4444444444444444 as __mmask64, v20, v21);
-    let v23 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K19.as_ptr() as *const __m512i));
-    let v24 = _mm512_mask_blend_epi8(0x2222222222222222 as __mmask64, v22, v23);
-    let v25 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K21.as_ptr() as *const __m512i));
-    let v26 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K22.as_ptr() as *const __m512i));
-    let v27 = _mm512_mask_blend_epi8(0x8888888888888888 as __mmask64, v25, v26);
-    let v28 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K24.as_ptr() as *const __m512i));
-    let v29 = _mm512_mask_blend_epi8(0x4444444444444444 as __mmask64, v27, v28);
-    let v30 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K26.as_ptr() as *const __m512i));
-    let v31 = _mm512_mask_blend_epi8(0x2222222222222222 as __mmask64, v29, v30);
-    _mm_storeu_si128(dst.add(d0 + 0) as *mut __m128i, _mm512_extracti32x4_epi32(v10, 0));
-    _mm_storeu_si128(dst.add(d0 + 64) as *mut __m128i, _mm512_extracti32x4_epi32(v10, 1));
-    _mm_storeu_si128(dst.add(d0 + 128) as *mut __m128i, _mm512_extracti32x4_epi32(v10, 2));
-    _mm_storeu_si128(dst.add(d0 + 192) as *mut __m128i, _mm512_extracti32x4_epi32(v10, 3));
-    _mm_storeu_si128(dst.add(d0 + 16) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 0));
-    _mm_storeu_si128(dst.add(d0 + 80) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 1));
-    _mm_storeu_si128(dst.add(d0 + 144) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 2));
-    _mm_storeu_si128(dst.add(d0 + 208) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 3));
-    _mm_storeu_si128(dst.add(d0 + 32) as *mut __m128i, _mm512_extracti32x4_epi32(v24, 0));
-    _mm_storeu_si128(dst.add(d0 + 96) as *mut __m128i, _mm512_extracti32x4_epi32(v24, 1));
-    _mm_storeu_si128(dst.add(d0 + 160) as *mut __m128i, _mm512_extracti32x4_epi32(v24, 2));
-    _mm_storeu_si128(dst.add(d0 + 224) as *mut __m128i, _mm512_extracti32x4_epi32(v24, 3));
-    _mm_storeu_si128(dst.add(d0 + 48) as *mut __m128i, _mm512_extracti32x4_epi32(v31, 0));
-    _mm_storeu_si128(dst.add(d0 + 112) as *mut __m128i, _mm512_extracti32x4_epi32(v31, 1));
-    _mm_storeu_si128(dst.add(d0 + 176) as *mut __m128i, _mm512_extracti32x4_epi32(v31, 2));
-    _mm_storeu_si128(dst.add(d0 + 240) as *mut __m128i, _mm512_extracti32x4_epi32(v31, 3));
+    let v4 = _mm512_unpacklo_epi8(v0, v1);
+    let v5 = _mm512_unpackhi_epi8(v0, v1);
+    let v6 = _mm512_unpacklo_epi8(v2, v3);
+    let v7 = _mm512_unpackhi_epi8(v2, v3);
+    let v8 = _mm512_shuffle_i32x4(v4, v5, 119);
+    let v9 = _mm512_shuffle_i32x4(v4, v5, 34);
+    let v10 = _mm512_shuffle_i32x4(v6, v7, 119);
+    let v11 = _mm512_shuffle_i32x4(v6, v7, 34);
+    let v12 = _mm512_permutex_epi64(v8, 114);
+    let v13 = _mm512_permutex_epi64(v9, 114);
+    let v14 = _mm512_permutex_epi64(v10, 114);
+    let v15 = _mm512_permutex_epi64(v11, 114);
+    let v16 = _mm512_unpacklo_epi16(v12, v14);
+    let v17 = _mm512_unpackhi_epi16(v12, v14);
+    let v18 = _mm512_unpacklo_epi16(v13, v15);
+    let v19 = _mm512_unpackhi_epi16(v13, v15);
+    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v16);
+    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v18);
+    _mm512_storeu_si512(dst.add(d0 + 192) as *mut __m512i, v17);
+    _mm512_storeu_si512(dst.add(d0 + 128) as *mut __m512i, v19);
 }
 
 /// 32x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 12.

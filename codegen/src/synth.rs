@@ -80,7 +80,7 @@ fn gather_layouts(p: &Problem) -> Vec<(Vec<usize>, Vec<usize>)> {
 }
 
 /// Layouts the A* search may expand before it gives up on a problem.
-const MAX_EXPANSIONS: usize = 3000;
+const MAX_EXPANSIONS: usize = 150000;
 
 /// One instruction choice inside a stage.
 #[derive(Clone, Debug)]
