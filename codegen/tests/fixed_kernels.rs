@@ -345,3 +345,38 @@ fn bad_input_is_refused_naming_the_value() {
     assert!(generator_error(&["--isa", "avx2", "--isa", "neon"]).contains("twice"));
     assert!(generator_error(&["--bogus", "1"]).contains("--bogus"));
 }
+
+#[test]
+fn plans_classify_like_the_planner() {
+    use vlkernels_codegen::fixed::{plan, DType, Plan, Spec, Target};
+    use vlkernels_codegen::isa::IsaKind;
+    let f32t = DType::parse("f32").unwrap();
+    let spec = |shape: &[usize], perm: &[usize]| Spec::new(Target::Simd(IsaKind::Avx2), f32t, shape, perm).unwrap();
+    // Size-1 axes moved: one copy of every element.
+    assert!(matches!(plan(&spec(&[6, 1, 7], &[1, 0, 2])), Plan::Copy { n: 42 }));
+    // A shared innermost run of 20 bytes: run copies.
+    assert!(matches!(plan(&spec(&[4, 6, 5], &[1, 0, 2])), Plan::Runs { run: 5, .. }));
+    // A shared run of 8 bytes: one 64-bit element of a 2-D transpose.
+    match plan(&spec(&[9, 10, 2], &[1, 0, 2])) {
+        Plan::Transpose { outer, a, b, unit } => {
+            assert_eq!(unit, 2);
+            assert!(outer.is_empty());
+            assert_eq!((a.extent, a.ss, b.extent, b.ds), (10, 2, 9, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    // HWC -> CHW: H and W fuse; the plane is 3 (source-contiguous) x H*W.
+    match plan(&spec(&[64, 48, 3], &[2, 0, 1])) {
+        Plan::Transpose { outer, a, b, unit } => {
+            assert_eq!(unit, 1);
+            assert!(outer.is_empty());
+            assert_eq!((a.extent, b.extent, b.ss), (3, 64 * 48, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The generated name spells shape, permutation, dtype and ISA.
+    assert_eq!(
+        spec(&[64, 48, 3], &[2, 0, 1]).fn_name(),
+        "permute_64x48x3_p201_f32_avx2"
+    );
+}
