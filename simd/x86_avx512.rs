@@ -30,6 +30,54 @@ unsafe fn tile_fallback(
     }
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 20 shuffles, cost 40.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_16x16_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(0)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(4)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(8)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(12)) as *const __m128i), 3);
+    let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(1)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(5)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(9)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(13)) as *const __m128i), 3);
+    let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(2)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(6)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(10)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(14)) as *const __m128i), 3);
+    let v3 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(*src_rows.add(3)) as *const __m128i)), _mm_loadu_si128(src.add(*src_rows.add(7)) as *const __m128i), 1), _mm_loadu_si128(src.add(*src_rows.add(11)) as *const __m128i), 2), _mm_loadu_si128(src.add(*src_rows.add(15)) as *const __m128i), 3);
+    let v4 = _mm512_unpacklo_epi8(v0, v1);
+    let v5 = _mm512_unpackhi_epi8(v0, v1);
+    let v6 = _mm512_unpacklo_epi8(v2, v3);
+    let v7 = _mm512_unpackhi_epi8(v2, v3);
+    let v8 = _mm512_unpacklo_epi16(v4, v6);
+    let v9 = _mm512_unpackhi_epi16(v4, v6);
+    let v10 = _mm512_unpacklo_epi16(v5, v7);
+    let v11 = _mm512_unpackhi_epi16(v5, v7);
+    let v12 = _mm512_shuffle_i32x4(v8, v10, 119);
+    let v13 = _mm512_shuffle_i32x4(v8, v10, 34);
+    let v14 = _mm512_shuffle_i32x4(v9, v11, 119);
+    let v15 = _mm512_shuffle_i32x4(v9, v11, 34);
+    let v16 = _mm512_unpacklo_epi32(v13, v12);
+    let v17 = _mm512_unpackhi_epi32(v13, v12);
+    let v18 = _mm512_unpacklo_epi32(v15, v14);
+    let v19 = _mm512_unpackhi_epi32(v15, v14);
+    let v20 = _mm512_permutex_epi64(v16, 114);
+    let v21 = _mm512_permutex_epi64(v17, 114);
+    let v22 = _mm512_permutex_epi64(v18, 114);
+    let v23 = _mm512_permutex_epi64(v19, 114);
+    _mm_storeu_si128(dst.add(*dst_rows.add(0)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(1)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(8)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(9)) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(2)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(3)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(10)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(11)) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(4)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(5)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(12)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(13)) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 3));
+    _mm_storeu_si128(dst.add(*dst_rows.add(6)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 0));
+    _mm_storeu_si128(dst.add(*dst_rows.add(7)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 1));
+    _mm_storeu_si128(dst.add(*dst_rows.add(14)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 2));
+    _mm_storeu_si128(dst.add(*dst_rows.add(15)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 3));
+}
+
 /// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
 ///
 /// # Safety
@@ -310,7 +358,7 @@ pub unsafe fn transpose_64x2_csrc_b8_avx512(src: *const u8, src_rows: *const usi
     _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v7);
 }
 
-/// 2x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 6 shuffles, cost 12.
+/// 2x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
 ///
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
@@ -324,12 +372,195 @@ pub unsafe fn transpose_2x64_cdst_b8_avx512(src: *const u8, src_rows: *const usi
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_unpacklo_epi8(v0, v1);
     let v3 = _mm512_unpackhi_epi8(v0, v1);
-    let v4 = _mm512_shuffle_i32x4(v2, v3, 119);
-    let v5 = _mm512_shuffle_i32x4(v2, v3, 34);
-    let v6 = _mm512_shuffle_i32x4(v5, v4, 136);
-    let v7 = _mm512_shuffle_i32x4(v5, v4, 221);
-    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v6);
-    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v7);
+    _mm_storeu_si128(dst.add(d0 + 0) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 0));
+    _mm_storeu_si128(dst.add(d0 + 32) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 1));
+    _mm_storeu_si128(dst.add(d0 + 64) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 2));
+    _mm_storeu_si128(dst.add(d0 + 96) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 3));
+    _mm_storeu_si128(dst.add(d0 + 16) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 0));
+    _mm_storeu_si128(dst.add(d0 + 48) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 1));
+    _mm_storeu_si128(dst.add(d0 + 80) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 2));
+    _mm_storeu_si128(dst.add(d0 + 112) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 3));
+}
+
+/// 64x3 block of 8-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 12.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_64x3_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
+    if !rows_back_to_back(src_rows, 64, 3) {
+        return tile_fallback(src, src_rows, dst, dst_rows, 3, 64, 1);
+    }
+    let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 144) as *const __m128i), 3);
+    let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 112) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 160) as *const __m128i), 3);
+    let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 128) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 176) as *const __m128i), 3);
+    const K2: [u8; 64] = [0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13];
+    const K5: [u8; 64] = [1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14];
+    const K8: [u8; 64] = [2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15, 2, 5, 8, 11, 14, 1, 4, 7, 10, 13, 0, 3, 6, 9, 12, 15];
+    let v3 = _mm512_mask_blend_epi8(0x2492249224922492 as __mmask64, v0, v2);
+    let v4 = _mm512_mask_blend_epi8(0x4924492449244924 as __mmask64, v3, v1);
+    let v5 = _mm512_shuffle_epi8(v4, _mm512_loadu_si512(K2.as_ptr() as *const __m512i));
+    let v6 = _mm512_mask_blend_epi8(0x4924492449244924 as __mmask64, v0, v2);
+    let v7 = _mm512_mask_blend_epi8(0x9249924992499249 as __mmask64, v6, v1);
+    let v8 = _mm512_shuffle_epi8(v7, _mm512_loadu_si512(K5.as_ptr() as *const __m512i));
+    let v9 = _mm512_mask_blend_epi8(0x9249924992499249 as __mmask64, v0, v2);
+    let v10 = _mm512_mask_blend_epi8(0x2492249224922492 as __mmask64, v9, v1);
+    let v11 = _mm512_shuffle_epi8(v10, _mm512_loadu_si512(K8.as_ptr() as *const __m512i));
+    _mm512_storeu_si512(dst.add(*dst_rows.add(0) + 0) as *mut __m512i, v5);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v8);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(2) + 0) as *mut __m512i, v11);
+}
+
+/// 3x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 15 shuffles, cost 24.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_3x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
+    if !rows_back_to_back(dst_rows, 64, 3) {
+        return tile_fallback(src, src_rows, dst, dst_rows, 64, 3, 1);
+    }
+    let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
+    let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
+    let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
+    const K0: [u8; 64] = [0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5];
+    const K1: [u8; 64] = [0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0];
+    const K3: [u8; 64] = [0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0];
+    const K5: [u8; 64] = [0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 0, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 0, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 0, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 0];
+    const K6: [u8; 64] = [0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 0, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0];
+    const K8: [u8; 64] = [5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10, 5, 0, 0, 6, 0, 0, 7, 0, 0, 8, 0, 0, 9, 0, 0, 10];
+    const K10: [u8; 64] = [0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0];
+    const K11: [u8; 64] = [10, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 10, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 10, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 10, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15];
+    const K13: [u8; 64] = [0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0, 0, 0, 11, 0, 0, 12, 0, 0, 13, 0, 0, 14, 0, 0, 15, 0];
+    let v3 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i));
+    let v4 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K1.as_ptr() as *const __m512i));
+    let v5 = _mm512_mask_blend_epi8(0x4924492449244924 as __mmask64, v3, v4);
+    let v6 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K3.as_ptr() as *const __m512i));
+    let v7 = _mm512_mask_blend_epi8(0x2492249224922492 as __mmask64, v5, v6);
+    let v8 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K5.as_ptr() as *const __m512i));
+    let v9 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K6.as_ptr() as *const __m512i));
+    let v10 = _mm512_mask_blend_epi8(0x2492249224922492 as __mmask64, v8, v9);
+    let v11 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K8.as_ptr() as *const __m512i));
+    let v12 = _mm512_mask_blend_epi8(0x9249924992499249 as __mmask64, v10, v11);
+    let v13 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K10.as_ptr() as *const __m512i));
+    let v14 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K11.as_ptr() as *const __m512i));
+    let v15 = _mm512_mask_blend_epi8(0x9249924992499249 as __mmask64, v13, v14);
+    let v16 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K13.as_ptr() as *const __m512i));
+    let v17 = _mm512_mask_blend_epi8(0x4924492449244924 as __mmask64, v15, v16);
+    _mm_storeu_si128(dst.add(d0 + 0) as *mut __m128i, _mm512_extracti32x4_epi32(v7, 0));
+    _mm_storeu_si128(dst.add(d0 + 48) as *mut __m128i, _mm512_extracti32x4_epi32(v7, 1));
+    _mm_storeu_si128(dst.add(d0 + 96) as *mut __m128i, _mm512_extracti32x4_epi32(v7, 2));
+    _mm_storeu_si128(dst.add(d0 + 144) as *mut __m128i, _mm512_extracti32x4_epi32(v7, 3));
+    _mm_storeu_si128(dst.add(d0 + 16) as *mut __m128i, _mm512_extracti32x4_epi32(v12, 0));
+    _mm_storeu_si128(dst.add(d0 + 64) as *mut __m128i, _mm512_extracti32x4_epi32(v12, 1));
+    _mm_storeu_si128(dst.add(d0 + 112) as *mut __m128i, _mm512_extracti32x4_epi32(v12, 2));
+    _mm_storeu_si128(dst.add(d0 + 160) as *mut __m128i, _mm512_extracti32x4_epi32(v12, 3));
+    _mm_storeu_si128(dst.add(d0 + 32) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 0));
+    _mm_storeu_si128(dst.add(d0 + 80) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 1));
+    _mm_storeu_si128(dst.add(d0 + 128) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 2));
+    _mm_storeu_si128(dst.add(d0 + 176) as *mut __m128i, _mm512_extracti32x4_epi32(v17, 3));
+}
+
+/// 64x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 28 shuffles, cost 44.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_64x4_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
+    if !rows_back_to_back(src_rows, 64, 4) {
+        return tile_fallback(src, src_rows, dst, dst_rows, 4, 64, 1);
+    }
+    let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 128) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 192) as *const __m128i), 3);
+    let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 144) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 208) as *const __m128i), 3);
+    let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 160) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 224) as *const __m128i), 3);
+    let v3 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 48) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 112) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 176) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 240) as *const __m128i), 3);
+    const K0: [u8; 64] = [0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K1: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12];
+    const K3: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0];
+    const K5: [u8; 64] = [0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K7: [u8; 64] = [1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K8: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13];
+    const K10: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0];
+    const K12: [u8; 64] = [0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K14: [u8; 64] = [2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K15: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14];
+    const K17: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0];
+    const K19: [u8; 64] = [0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K21: [u8; 64] = [3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    const K22: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15];
+    const K24: [u8; 64] = [0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0];
+    const K26: [u8; 64] = [0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 7, 11, 15, 0, 0, 0, 0, 0, 0, 0, 0];
+    let v4 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i));
+    let v5 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K1.as_ptr() as *const __m512i));
+    let v6 = _mm512_mask_blend_epi8(0xf000f000f000f000 as __mmask64, v4, v5);
+    let v7 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K3.as_ptr() as *const __m512i));
+    let v8 = _mm512_mask_blend_epi8(0xf000f000f000f00 as __mmask64, v6, v7);
+    let v9 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K5.as_ptr() as *const __m512i));
+    let v10 = _mm512_mask_blend_epi8(0xf000f000f000f0 as __mmask64, v8, v9);
+    let v11 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K7.as_ptr() as *const __m512i));
+    let v12 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K8.as_ptr() as *const __m512i));
+    let v13 = _mm512_mask_blend_epi8(0xf000f000f000f000 as __mmask64, v11, v12);
+    let v14 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K10.as_ptr() as *const __m512i));
+    let v15 = _mm512_mask_blend_epi8(0xf000f000f000f00 as __mmask64, v13, v14);
+    let v16 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K12.as_ptr() as *const __m512i));
+    let v17 = _mm512_mask_blend_epi8(0xf000f000f000f0 as __mmask64, v15, v16);
+    let v18 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K14.as_ptr() as *const __m512i));
+    let v19 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K15.as_ptr() as *const __m512i));
+    let v20 = _mm512_mask_blend_epi8(0xf000f000f000f000 as __mmask64, v18, v19);
+    let v21 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K17.as_ptr() as *const __m512i));
+    let v22 = _mm512_mask_blend_epi8(0xf000f000f000f00 as __mmask64, v20, v21);
+    let v23 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K19.as_ptr() as *const __m512i));
+    let v24 = _mm512_mask_blend_epi8(0xf000f000f000f0 as __mmask64, v22, v23);
+    let v25 = _mm512_shuffle_epi8(v0, _mm512_loadu_si512(K21.as_ptr() as *const __m512i));
+    let v26 = _mm512_shuffle_epi8(v3, _mm512_loadu_si512(K22.as_ptr() as *const __m512i));
+    let v27 = _mm512_mask_blend_epi8(0xf000f000f000f000 as __mmask64, v25, v26);
+    let v28 = _mm512_shuffle_epi8(v2, _mm512_loadu_si512(K24.as_ptr() as *const __m512i));
+    let v29 = _mm512_mask_blend_epi8(0xf000f000f000f00 as __mmask64, v27, v28);
+    let v30 = _mm512_shuffle_epi8(v1, _mm512_loadu_si512(K26.as_ptr() as *const __m512i));
+    let v31 = _mm512_mask_blend_epi8(0xf000f000f000f0 as __mmask64, v29, v30);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(0) + 0) as *mut __m512i, v10);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v17);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(2) + 0) as *mut __m512i, v24);
+    _mm512_storeu_si512(dst.add(*dst_rows.add(3) + 0) as *mut __m512i, v31);
+}
+
+/// 4x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 16 shuffles, cost 32.
+///
+/// # Safety
+/// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_4x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
+    if !rows_back_to_back(dst_rows, 64, 4) {
+        return tile_fallback(src, src_rows, dst, dst_rows, 64, 4, 1);
+    }
+    let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
+    let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
+    let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
+    let v3 = _mm512_loadu_si512(src.add(*src_rows.add(3) + 0) as *const __m512i);
+    let v4 = _mm512_unpacklo_epi8(v0, v1);
+    let v5 = _mm512_unpackhi_epi8(v0, v1);
+    let v6 = _mm512_unpacklo_epi8(v2, v3);
+    let v7 = _mm512_unpackhi_epi8(v2, v3);
+    let v8 = _mm512_shuffle_i32x4(v4, v5, 119);
+    let v9 = _mm512_shuffle_i32x4(v4, v5, 34);
+    let v10 = _mm512_shuffle_i32x4(v6, v7, 119);
+    let v11 = _mm512_shuffle_i32x4(v6, v7, 34);
+    let v12 = _mm512_permutex_epi64(v8, 114);
+    let v13 = _mm512_permutex_epi64(v9, 114);
+    let v14 = _mm512_permutex_epi64(v10, 114);
+    let v15 = _mm512_permutex_epi64(v11, 114);
+    let v16 = _mm512_unpacklo_epi16(v12, v14);
+    let v17 = _mm512_unpackhi_epi16(v12, v14);
+    let v18 = _mm512_unpacklo_epi16(v13, v15);
+    let v19 = _mm512_unpackhi_epi16(v13, v15);
+    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v16);
+    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v18);
+    _mm512_storeu_si512(dst.add(d0 + 192) as *mut __m512i, v17);
+    _mm512_storeu_si512(dst.add(d0 + 128) as *mut __m512i, v19);
 }
 
 /// 32x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 12.
@@ -352,7 +583,7 @@ pub unsafe fn transpose_32x2_csrc_b16_avx512(src: *const u8, src_rows: *const us
     _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v3);
 }
 
-/// 2x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 12.
+/// 2x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
 ///
 /// # Safety
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
@@ -364,12 +595,16 @@ pub unsafe fn transpose_2x32_cdst_b16_avx512(src: *const u8, src_rows: *const us
     }
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
-    const K0: [u16; 32] = [0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39, 8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47];
-    const K1: [u16; 32] = [16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63];
-    let v2 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K0.as_ptr() as *const __m512i), v1);
-    let v3 = _mm512_permutex2var_epi16(v0, _mm512_loadu_si512(K1.as_ptr() as *const __m512i), v1);
-    _mm512_storeu_si512(dst.add(d0 + 0) as *mut __m512i, v2);
-    _mm512_storeu_si512(dst.add(d0 + 64) as *mut __m512i, v3);
+    let v2 = _mm512_unpacklo_epi16(v0, v1);
+    let v3 = _mm512_unpackhi_epi16(v0, v1);
+    _mm_storeu_si128(dst.add(d0 + 0) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 0));
+    _mm_storeu_si128(dst.add(d0 + 32) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 1));
+    _mm_storeu_si128(dst.add(d0 + 64) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 2));
+    _mm_storeu_si128(dst.add(d0 + 96) as *mut __m128i, _mm512_extracti32x4_epi32(v2, 3));
+    _mm_storeu_si128(dst.add(d0 + 16) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 0));
+    _mm_storeu_si128(dst.add(d0 + 48) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 1));
+    _mm_storeu_si128(dst.add(d0 + 80) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 2));
+    _mm_storeu_si128(dst.add(d0 + 112) as *mut __m128i, _mm512_extracti32x4_epi32(v3, 3));
 }
 
 /// 32x3 block of 16-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 18.

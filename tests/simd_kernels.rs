@@ -45,6 +45,44 @@ fn dispatch_prefers_small_extent_kernels_when_a_side_is_short() {
     assert!(tile_kernel(KernelFamily::Scalar, 4, 8, 8).is_none());
 }
 
+#[test]
+fn three_channel_tiles_get_generated_kernels_at_every_width() {
+    for f in isa_families() {
+        for es in [1usize, 2, 4, 8] {
+            let has = |src_side: bool| {
+                generated_tables(f).iter().any(|t| {
+                    t.iter()
+                        .any(|g| g.elem_bytes == es && if src_side { g.na == 3 } else { g.nb == 3 })
+                })
+            };
+            // AVX2 and AVX-512 have 3-wide networks at every width (vpshufb + blends for bytes).
+            if f != KernelFamily::Neon {
+                assert!(
+                    has(true) && has(false),
+                    "{} has no 3-wide kernel for {es}-byte elements",
+                    f.name()
+                );
+            }
+            if has(true) {
+                assert_eq!(
+                    tile_kernel(f, es, 3, 64).expect("a kernel").na,
+                    3,
+                    "{} HWC {es}",
+                    f.name()
+                );
+            }
+            if has(false) {
+                assert_eq!(
+                    tile_kernel(f, es, 64, 3).expect("a kernel").nb,
+                    3,
+                    "{} CHW {es}",
+                    f.name()
+                );
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]

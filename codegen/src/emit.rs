@@ -220,8 +220,32 @@ fn step_expr(isa: &Isa, step: &crate::network::Step, args: &[String], k: usize, 
     }
 }
 
-/// The body of a kernel: loads, the network, stores (pointer names as in `TileFn`).
+/// Pointer expressions a kernel body reads and writes through: `src(row, byte)`
+/// is the address `byte` bytes into source row `row` (row 0 for back-to-back
+/// rows, where `byte` runs over the whole block); `dst` likewise.
+pub struct Addressing<'a> {
+    pub src: &'a dyn Fn(usize, usize) -> String,
+    pub dst: &'a dyn Fn(usize, usize) -> String,
+}
+
+/// The body of a `TileFn` kernel: loads, the network, stores (pointer names as in `TileFn`).
 pub fn kernel_body(p: &Problem, net: &Network, out: &mut String) {
+    let lanes = p.lanes();
+    let src = |j: usize, off: usize| match p.src {
+        Rows::Contiguous => format!("src.add(s0 + {off})"),
+        Rows::Separate if p.na >= lanes => format!("src.add(*src_rows.add({j}) + {off})"),
+        Rows::Separate => format!("src.add(*src_rows.add({j}))"),
+    };
+    let dst = |i: usize, off: usize| match p.dst {
+        Rows::Contiguous => format!("dst.add(d0 + {off})"),
+        Rows::Separate if p.nb >= lanes => format!("dst.add(*dst_rows.add({i}) + {off})"),
+        Rows::Separate => format!("dst.add(*dst_rows.add({i}))"),
+    };
+    block_body(p, net, &Addressing { src: &src, dst: &dst }, out);
+}
+
+/// Loads, the network and stores of one block, addressed through `at`.
+pub fn block_body(p: &Problem, net: &Network, at: &Addressing, out: &mut String) {
     let isa = Isa::new(p.isa);
     let es = p.elem_bits / 8;
     let lanes = p.lanes();
@@ -229,16 +253,20 @@ pub fn kernel_body(p: &Problem, net: &Network, out: &mut String) {
     // Loads: slot r*pieces+t of input register r holds source chunk net.loads[slot].
     for r in 0..p.regs() {
         let expr = match p.src {
-            Rows::Contiguous => load_piece(p.isa, vbytes, &format!("src.add(s0 + {})", net.loads[r] * vbytes)),
+            Rows::Contiguous => {
+                // Whole registers, or pieces (see `Problem::split_slots`).
+                let per = net.loads.len() / p.regs();
+                let piece = vbytes / per;
+                let parts: Vec<String> = (0..per)
+                    .map(|t| load_piece(p.isa, piece, &(at.src)(0, net.loads[r * per + t] * piece)))
+                    .collect();
+                combine(p.isa, piece, &parts)
+            }
             Rows::Separate if p.na >= lanes => {
                 let per_row = p.na / lanes;
                 let c = net.loads[r];
                 let (j, part) = (c / per_row, c % per_row);
-                load_piece(
-                    p.isa,
-                    vbytes,
-                    &format!("src.add(*src_rows.add({j}) + {})", part * vbytes),
-                )
+                load_piece(p.isa, vbytes, &(at.src)(j, part * vbytes))
             }
             Rows::Separate => {
                 let rows_per = lanes / p.na;
@@ -246,7 +274,7 @@ pub fn kernel_body(p: &Problem, net: &Network, out: &mut String) {
                 let parts: Vec<String> = (0..rows_per)
                     .map(|t| {
                         let row = net.loads[r * rows_per + t];
-                        load_piece(p.isa, piece, &format!("src.add(*src_rows.add({row}))"))
+                        load_piece(p.isa, piece, &(at.src)(row, 0))
                     })
                     .collect();
                 combine(p.isa, piece, &parts)
@@ -267,22 +295,26 @@ pub fn kernel_body(p: &Problem, net: &Network, out: &mut String) {
         let v = format!("v{v}");
         match p.dst {
             Rows::Contiguous => {
-                let at = format!("dst.add(d0 + {})", net.stores[r] * vbytes);
-                let _ = writeln!(out, "    {}", store_piece(p.isa, vbytes, 1, 0, &v, &at));
+                let per = net.stores.len() / p.regs();
+                let piece = vbytes / per;
+                for t in 0..per {
+                    let ptr = (at.dst)(0, net.stores[r * per + t] * piece);
+                    let _ = writeln!(out, "    {}", store_piece(p.isa, piece, per, t, &v, &ptr));
+                }
             }
             Rows::Separate if p.nb >= lanes => {
                 let per_row = p.nb / lanes;
                 let c = net.stores[r];
                 let (i, part) = (c / per_row, c % per_row);
-                let at = format!("dst.add(*dst_rows.add({i}) + {})", part * vbytes);
-                let _ = writeln!(out, "    {}", store_piece(p.isa, vbytes, 1, 0, &v, &at));
+                let ptr = (at.dst)(i, part * vbytes);
+                let _ = writeln!(out, "    {}", store_piece(p.isa, vbytes, 1, 0, &v, &ptr));
             }
             Rows::Separate => {
                 let rows_per = lanes / p.nb;
                 let piece = p.nb * es;
                 for t in 0..rows_per {
-                    let at = format!("dst.add(*dst_rows.add({}))", net.stores[r * rows_per + t]);
-                    let _ = writeln!(out, "    {}", store_piece(p.isa, piece, rows_per, t, &v, &at));
+                    let ptr = (at.dst)(net.stores[r * rows_per + t], 0);
+                    let _ = writeln!(out, "    {}", store_piece(p.isa, piece, rows_per, t, &v, &ptr));
                 }
             }
         }

@@ -2,9 +2,11 @@
 //! NEON as data ([`isa`]), synthesises in-register permutation networks by
 //! searching over that model ([`synth`]), proves them with an interpreter
 //! ([`network`]), and emits Rust kernels with `std::arch` intrinsics
-//! ([`emit`]).
+//! ([`emit`]), and specialises whole fixed problems to one function each
+//! ([`fixed`]).
 
 pub mod emit;
+pub mod fixed;
 pub mod isa;
 pub mod network;
 pub mod synth;

@@ -1,9 +1,11 @@
 //! `vlk-codegen`: regenerate simd/ (`emit`), check that simd/ is current
-//! (`check`), print every network with its instruction count (`report`).
+//! (`check`), print every network with its instruction count (`report`),
+//! print one function specialised to a fixed problem (`kernel`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use vlkernels_codegen::fixed::{self, DType, Spec, Target};
 use vlkernels_codegen::isa::Isa;
 use vlkernels_codegen::{generated_files, synthesize_all};
 
@@ -16,7 +18,10 @@ fn repo_root() -> PathBuf {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: vlk-codegen emit | check | report");
+    eprintln!(
+        "usage: vlk-codegen emit | check | report\n       \
+         vlk-codegen kernel --isa avx2|avx512|neon|scalar --dtype DTYPE --shape D0,D1,.. --perm P0,P1,.."
+    );
     ExitCode::from(2)
 }
 
@@ -68,6 +73,59 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        "kernel" => match kernel(&args[1..]) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("vlk-codegen kernel: {e}");
+                ExitCode::from(2)
+            }
+        },
         _ => usage(),
     }
+}
+
+/// Parses `a,b,c` into numbers, naming the bad item.
+fn parse_list(what: &str, s: &str) -> Result<Vec<usize>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("{what} '{s}': '{t}' is not a non-negative integer"))
+        })
+        .collect()
+}
+
+/// `kernel --isa .. --dtype .. --shape .. --perm ..`: the generated source.
+fn kernel(args: &[String]) -> Result<String, String> {
+    let mut isa = None;
+    let mut dtype = None;
+    let mut shape = None;
+    let mut perm = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let slot = match flag.as_str() {
+            "--isa" => &mut isa,
+            "--dtype" => &mut dtype,
+            "--shape" => &mut shape,
+            "--perm" => &mut perm,
+            other => return Err(format!("unknown argument '{other}'")),
+        };
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if slot.replace(value.clone()).is_some() {
+            return Err(format!("{flag} given twice"));
+        }
+    }
+    let need = |v: Option<String>, flag: &str| v.ok_or_else(|| format!("missing {flag}"));
+    let target = Target::parse(&need(isa, "--isa")?)?;
+    let dtype = DType::parse(&need(dtype, "--dtype")?)?;
+    let shape = parse_list("--shape", &need(shape, "--shape")?)?;
+    let perm = parse_list("--perm", &need(perm, "--perm")?)?;
+    let spec = Spec::new(target, dtype, &shape, &perm)?;
+    Ok(fixed::generate(&spec))
 }

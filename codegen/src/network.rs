@@ -117,10 +117,47 @@ impl Problem {
         }
     }
 
+    /// Elements per slot when a side is split into `slots` load or store
+    /// slots: back-to-back rows may be moved in register pieces (e.g. two
+    /// 128-bit halves) so that in-block shuffles suffice.
+    pub fn piece_for(&self, slots: usize) -> usize {
+        self.regs() * self.lanes() / slots.max(1)
+    }
+
+    /// Whether a back-to-back side may move `piece` elements per slot.
+    pub fn split_ok(&self, piece: usize) -> bool {
+        let bits = piece * self.elem_bits;
+        piece > 0
+            && self.lanes().is_multiple_of(piece)
+            && match self.isa {
+                _ if piece == self.lanes() => true,
+                IsaKind::Neon => bits == 64,
+                IsaKind::Avx2 => bits == 128,
+                IsaKind::Avx512 => bits == 128 || bits == 256,
+            }
+    }
+
+    /// The load-slot (or store-slot) map that puts chunk `t * regs + r` in
+    /// piece `t` of register `r`: every 128-bit block then holds a run of
+    /// whole chunks of its own, so blocks can be worked independently.
+    pub fn split_slots(&self, piece: usize) -> Vec<usize> {
+        let regs = self.regs();
+        let per = self.lanes() / piece;
+        (0..regs * per).map(|s| (s % per) * regs + s / per).collect()
+    }
+
     /// Input labels when load slot `s` holds flat source chunk `loads[s]`.
     pub fn input_labels_for(&self, loads: &[usize]) -> Vec<Vec<u32>> {
+        let piece = match self.src {
+            Rows::Contiguous => self.piece_for(loads.len()),
+            Rows::Separate => self.in_piece(),
+        };
+        self.input_labels_with(loads, piece)
+    }
+
+    /// Input labels for load slots of `piece` elements.
+    pub fn input_labels_with(&self, loads: &[usize], piece: usize) -> Vec<Vec<u32>> {
         let l = self.lanes();
-        let piece = self.in_piece();
         let per = l / piece;
         (0..self.regs())
             .map(|r| {
@@ -229,7 +266,19 @@ pub fn execute(isa: &Isa, w: usize, net: &Network, inputs: &[Vec<u32>]) -> Resul
 /// Checks that `net` solves `p` under the ISA model.
 pub fn verify(p: &Problem, net: &Network) -> Result<(), String> {
     let isa = Isa::new(p.isa);
-    let (pin, pout) = (p.in_piece(), p.out_piece());
+    let pin = match p.src {
+        Rows::Contiguous => p.piece_for(net.loads.len()),
+        Rows::Separate => p.in_piece(),
+    };
+    let pout = match p.dst {
+        Rows::Contiguous => p.piece_for(net.stores.len()),
+        Rows::Separate => p.out_piece(),
+    };
+    if !p.split_ok(pin) || !p.split_ok(pout) {
+        return Err(format!(
+            "load pieces of {pin} or store pieces of {pout} elements cannot be moved"
+        ));
+    }
     let mut seen_in = net.loads.clone();
     seen_in.sort_unstable();
     let mut seen_out = net.stores.clone();

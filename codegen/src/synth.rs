@@ -16,8 +16,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use crate::isa::{Isa, Param, Sel, Sem};
-use crate::network::{verify, Network, Problem, Step, ZERO};
+use crate::isa::{Isa, IsaKind, Param, Sel, Sem};
+use crate::network::{verify, Network, Problem, Rows, Step, ZERO};
 
 /// Finds a network for `p`: the bit-permute search for power-of-two blocks,
 /// otherwise (or if it fails) the gather search. The result is verified.
@@ -30,13 +30,15 @@ pub fn synthesize(p: &Problem) -> Option<Network> {
     if p.na.is_power_of_two() && p.nb.is_power_of_two() {
         best = search_bpc(p, &isa);
     }
-    if let Some(g) = search_gather(p, &isa) {
-        let better = match &best {
-            None => true,
-            Some(b) => (g.cost(&isa), g.len()) < (b.cost(&isa), b.len()),
-        };
-        if better {
-            best = Some(g);
+    for (loads, stores) in gather_layouts(p) {
+        if let Some(g) = search_gather(p, &isa, loads, stores) {
+            let better = match &best {
+                None => true,
+                Some(b) => layout_cost(p, &isa, &g) < layout_cost(p, &isa, b),
+            };
+            if better {
+                best = Some(g);
+            }
         }
     }
     let net = best?;
@@ -44,8 +46,41 @@ pub fn synthesize(p: &Problem) -> Option<Network> {
     Some(net)
 }
 
+/// Cost of a network including the piece inserts and extracts that split
+/// loads and stores need (one per extra piece), then its length.
+fn layout_cost(p: &Problem, isa: &Isa, n: &Network) -> (u32, usize) {
+    let extra = |slots: usize, rows: Rows| match rows {
+        Rows::Contiguous => slots - p.regs(),
+        Rows::Separate => 0,
+    };
+    let moves = extra(n.loads.len(), p.src) + extra(n.stores.len(), p.dst);
+    (n.cost(isa) + moves as u32, n.len())
+}
+
+/// Load and store slot maps the gather search tries: whole registers, and
+/// on back-to-back x86 sides 128-bit pieces placed so that each block of a
+/// register holds whole chunks of its own (3-channel bytes then need only
+/// in-block shuffles and blends).
+fn gather_layouts(p: &Problem) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let side = |rows: Rows, whole: usize| -> Vec<Vec<usize>> {
+        let mut v = vec![p.identity_slots(whole)];
+        let block = 128 / p.elem_bits;
+        if rows == Rows::Contiguous && p.isa != IsaKind::Neon && block < p.lanes() && p.split_ok(block) {
+            v.push(p.split_slots(block));
+        }
+        v
+    };
+    let mut out = Vec::new();
+    for l in side(p.src, p.in_piece()) {
+        for s in side(p.dst, p.out_piece()) {
+            out.push((l.clone(), s));
+        }
+    }
+    out
+}
+
 /// Layouts the A* search may expand before it gives up on a problem.
-const MAX_EXPANSIONS: usize = 3000;
+const MAX_EXPANSIONS: usize = 150000;
 
 /// One instruction choice inside a stage.
 #[derive(Clone, Debug)]
@@ -122,17 +157,6 @@ fn bpc_key(regs: &[Vec<u32>], lanes: usize) -> Option<(Vec<u8>, u32)> {
         }
     }
     Some((map, c))
-}
-
-/// Whether every store slot (`piece` lanes) holds one whole destination chunk in order.
-fn is_goal(regs: &[Vec<u32>], piece: usize) -> bool {
-    regs.iter().all(|r| {
-        r.chunks(piece).all(|c| {
-            c[0] != ZERO
-                && (c[0] as usize).is_multiple_of(piece)
-                && c.iter().enumerate().all(|(l, &v)| v == c[0] + l as u32)
-        })
-    })
 }
 
 fn apply(sel: &[Sel], a: &[u32], b: &[u32]) -> Vec<u32> {
@@ -319,8 +343,9 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
             }
         }
     }
-    let mut pairs: Vec<(Cand, Cand)> = moves.into_values().collect();
-    pairs.sort_by_cached_key(|(x, y)| (x.cost + y.cost, cand_key(x), cand_key(y)));
+    let mut keyed: Vec<((Cand, Cand), Key)> = moves.into_iter().map(|(k, xy)| (xy, k)).collect();
+    keyed.sort_by_cached_key(|((x, y), _)| (x.cost + y.cost, cand_key(x), cand_key(y)));
+    let (pairs, pair_keys): (Vec<(Cand, Cand)>, Vec<Key>) = keyed.into_iter().unzip();
     let var1: Vec<usize> = (0..isa.instrs.len())
         .filter(|&i| {
             let s = isa.instrs[i].sem;
@@ -370,9 +395,12 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     let min_stage = 2 * nregs as u32; // every stage instruction costs at least 2
                                       // Each pair stage brings at most one label bit from a register bit into
                                       // the lanes, and low label bits must all end in the lanes.
-    let bound = |map: &[u8], regs: &[Vec<u32>]| -> u32 {
-        let wrong = map[lane_bits..].iter().filter(|&&m| m < low_bits).count() as u32;
-        let order = u32::from(wrong == 0 && !is_goal(regs, pout));
+                                      // Layouts are composed as bit maps (no registers built per child).
+    let unary_keys: Vec<Option<Key>> = unary.iter().map(|c| unary_key(c, lanes)).collect();
+    let lane_local: Vec<usize> = (0..lane_bits).collect();
+    let bound = |key: &Key| -> u32 {
+        let wrong = key.0[lane_bits..].iter().filter(|&&m| m < low_bits).count() as u32;
+        let order = u32::from(wrong == 0 && !is_goal_key(key, pout));
         (wrong + order) * min_stage
     };
 
@@ -387,7 +415,7 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
     let mut best_g: HashMap<(Vec<u8>, u32), u32> = HashMap::new();
     best_g.insert((m0.clone(), c0), 0);
     let mut open = BinaryHeap::new();
-    open.push(Reverse((bound(&m0, &start), Reverse(0u32), 0usize)));
+    open.push(Reverse((bound(&(m0.clone(), c0)), Reverse(0u32), 0usize)));
     let mut expanded = 0usize;
     while let Some(Reverse((f, Reverse(g), id))) = open.pop() {
         if f >= upper {
@@ -396,21 +424,20 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
         if nodes[id].g != g {
             continue;
         }
-        let regs = regs_of(&nodes[id].key, nregs, lanes);
-        if is_goal(&regs, pout) {
+        if is_goal_key(&nodes[id].key, pout) {
             return Some(build_bpc(p, &nodes, id, loads, &pairs, &unary));
         }
         expanded += 1;
         if expanded > MAX_EXPANSIONS {
             return None;
         }
-        let mut push = |nodes: &mut Vec<Node>, new: Vec<Vec<u32>>, cost: u32, stage: Stage| {
-            let Some(key) = bpc_key(&new, lanes) else { return };
+        let cur = nodes[id].key.clone();
+        let mut push = |nodes: &mut Vec<Node>, key: Key, cost: u32, stage: Stage| {
             let ng = g + cost;
             if best_g.get(&key).is_some_and(|&old| old <= ng) {
                 return;
             }
-            let h = bound(&key.0, &new);
+            let h = bound(&key);
             best_g.insert(key.clone(), ng);
             nodes.push(Node {
                 key,
@@ -420,26 +447,33 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
             open.push(Reverse((ng + h, Reverse(ng), nodes.len() - 1)));
         };
         // Pair stages.
+        // Pair stages: the pair's lanes and register bit `bit` are its local position bits.
         for bit in 0..reg_bits {
-            let k = 1usize << bit;
-            let mut try_pair = |nodes: &mut Vec<Node>, pi: usize, x: &Cand, y: &Cand| {
-                let mut new = regs.clone();
-                let mut cost = 0;
-                for r in (0..nregs).filter(|r| r & k == 0) {
-                    new[r] = apply(&x.sel, &regs[r], &regs[r | k]);
-                    new[r | k] = apply(&y.sel, &regs[r], &regs[r | k]);
-                    cost += x.cost + y.cost;
-                }
-                push(nodes, new, cost, Stage::Pair { bit, pair: pi });
-            };
+            let mut local = lane_local.clone();
+            local.push(lane_bits + bit);
             for (pi, (x, y)) in pairs.iter().enumerate() {
-                try_pair(&mut nodes, pi, x, y);
+                let cost = (x.cost + y.cost) * (nregs / 2) as u32;
+                push(
+                    &mut nodes,
+                    compose(&cur, &local, &pair_keys[pi]),
+                    cost,
+                    Stage::Pair { bit, pair: pi },
+                );
             }
         }
         // Unary stages: fixed patterns, then an index permute that sorts register 0.
+        let regs = regs_of(&cur, nregs, lanes);
         for (ci, c) in unary.iter().enumerate() {
-            let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
-            push(&mut nodes, new, c.cost * nregs as u32, Stage::Unary { cand: ci });
+            // Sorts appended below have no precomputed key.
+            let key = match unary_keys.get(ci).and_then(|k| k.as_ref()) {
+                Some(k) => compose(&cur, &lane_local, k),
+                None => {
+                    let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
+                    let Some(k) = bpc_key(&new, lanes) else { continue };
+                    k
+                }
+            };
+            push(&mut nodes, key, c.cost * nregs as u32, Stage::Unary { cand: ci });
         }
         if let Some(sel) = sort_pieces(&regs[0], pout) {
             for &ii in &var1 {
@@ -453,14 +487,46 @@ fn search_bpc_with(p: &Problem, isa: &Isa, loads: Vec<usize>, upper: u32) -> Opt
                         sel: sel.clone(),
                     };
                     let new: Vec<Vec<u32>> = regs.iter().map(|r| apply(&c.sel, r, r)).collect();
+                    let Some(key) = bpc_key(&new, lanes) else { continue };
                     unary.push(c);
                     let cand = unary.len() - 1;
-                    push(&mut nodes, new, unary[cand].cost * nregs as u32, Stage::Unary { cand });
+                    push(&mut nodes, key, unary[cand].cost * nregs as u32, Stage::Unary { cand });
                 }
             }
         }
     }
     None
+}
+
+/// A bit-permute layout: position bit `b` flips label bit `map[b]`; label of position 0.
+type Key = (Vec<u8>, u32);
+
+/// Whether a layout is a goal (every store slot holds one whole destination
+/// chunk in order): the low position bits of each store slot carry the low label bits in order, from a slot-aligned base.
+fn is_goal_key(key: &Key, piece: usize) -> bool {
+    let low = piece.trailing_zeros() as usize;
+    (0..low).all(|b| key.0[b] as usize == b) && key.1 & (piece as u32 - 1) == 0
+}
+
+/// The layout after a bit-permute move: `mv` maps local position bits
+/// (`local[k]` are their global position bits) to the local bits they read
+/// from, and its constant is the local position read by position 0.
+fn compose(key: &Key, local: &[usize], mv: &Key) -> Key {
+    let mut map = key.0.clone();
+    let mut c = key.1;
+    for (k, &g) in local.iter().enumerate() {
+        map[g] = key.0[local[mv.0[k] as usize]];
+        if mv.1 >> k & 1 == 1 {
+            c ^= 1 << key.0[g];
+        }
+    }
+    (map, c)
+}
+
+/// The bit-permute key of a one-register move over its lanes, if it is one.
+fn unary_key(c: &Cand, lanes: usize) -> Option<Key> {
+    let pos: Vec<u32> = c.sel.iter().map(|s| s.map_or(ZERO, |(_, l)| l as u32)).collect();
+    bpc_key(&[pos], lanes)
 }
 
 /// All permutations of `n` bit positions.
@@ -621,11 +687,23 @@ fn partitions(items: &[usize], k: usize) -> Vec<Vec<Vec<usize>>> {
     out
 }
 
-/// Builds each output register by dynamic programming over input subsets.
-pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
+/// Builds each output register by dynamic programming over input subsets,
+/// with input registers loaded by `loads` and output registers stored by
+/// `stores` (slot maps as in [`Network`]).
+pub fn search_gather(p: &Problem, isa: &Isa, loads: Vec<usize>, stores: Vec<usize>) -> Option<Network> {
     let w = p.elem_bits;
     let lanes = p.lanes();
-    let inputs = p.input_labels();
+    let inputs = p.input_labels_for(&loads);
+    // Output register o, lane t must hold label want[o][t].
+    let pout = p.piece_for(stores.len());
+    let per_out = lanes / pout;
+    let want: Vec<Vec<u32>> = (0..p.regs())
+        .map(|o| {
+            (0..lanes)
+                .map(|t| (stores[o * per_out + t / pout] * pout + t % pout) as u32)
+                .collect()
+        })
+        .collect();
     let mut where_is: HashMap<u32, (usize, u16)> = HashMap::new();
     for (r, reg) in inputs.iter().enumerate() {
         for (l, &v) in reg.iter().enumerate() {
@@ -664,11 +742,12 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
     for o in 0..p.regs() {
         let need: Vec<(u32, usize, u16)> = (0..lanes)
             .map(|t| {
-                let lab = (o * lanes + t) as u32;
+                let lab = want[o][t];
                 let (r, l) = where_is[&lab];
                 (lab, r, l)
             })
             .collect();
+        let lane_of: HashMap<u32, u16> = (0..lanes).map(|t| (want[o][t], t as u16)).collect();
         let mut srcs: Vec<usize> = need.iter().map(|n| n.1).collect();
         srcs.sort_unstable();
         srcs.dedup();
@@ -676,7 +755,7 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
         if ns > 8 {
             return None;
         }
-        let target = |lab: u32| (lab as usize - o * lanes) as u16;
+        let target = |lab: u32| lane_of[&lab];
         let labels_of = |mask: usize| -> Vec<(u32, u16)> {
             need.iter()
                 .filter(|n| mask >> srcs.iter().position(|&s| s == n.1).unwrap() & 1 == 1)
@@ -878,8 +957,8 @@ pub fn search_gather(p: &Problem, isa: &Isa) -> Option<Network> {
         n_inputs: p.regs(),
         steps: b.steps,
         outputs,
-        loads: p.identity_slots(p.in_piece()),
-        stores: p.identity_slots(p.out_piece()),
+        loads,
+        stores,
     })
 }
 

@@ -22,6 +22,8 @@ enum BenchWhat {
     Rope(crate::rope_bench::RopeBenchArgs),
     /// Varlen window / causal GQA attention (CPU or CUDA), beside the FMA peak.
     Attention(crate::attention_bench::AttentionBenchArgs),
+    /// Generated micro-kernels on one L1-resident tile: GiB/s and bytes per cycle beside an L1 copy.
+    Kernels(crate::kernels_bench::KernelsBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -31,5 +33,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(BenchWhat::Moe(a)) => crate::moe_bench::run(a),
         Some(BenchWhat::Rope(a)) => crate::rope_bench::run(a),
         Some(BenchWhat::Attention(a)) => crate::attention_bench::run(a),
+        Some(BenchWhat::Kernels(a)) => crate::kernels_bench::run(a),
     }
 }

@@ -2,6 +2,7 @@
 
 mod attention_bench;
 mod bench;
+mod kernels_bench;
 mod logits_cmd;
 mod moe_bench;
 mod moe_bench_cuda;
