@@ -17,10 +17,24 @@ fn to_elems<const N: usize>(bytes: &[u8]) -> Vec<Elem<N>> {
 
 /// Runs the plan with poisoned output and compares bytes with the reference.
 fn check_case_n<const N: usize>(shape: &[usize], perm: &[usize], opts: &PermuteOptions, seed: u64) {
+    check_tuned_n::<N>(shape, perm, opts, None, seed)
+}
+
+/// As `check_case_n`, with the plan's tunable parameters replaced when `tuning` is given.
+fn check_tuned_n<const N: usize>(
+    shape: &[usize],
+    perm: &[usize],
+    opts: &PermuteOptions,
+    tuning: Option<&vlkernels::Tuning>,
+    seed: u64,
+) {
     let n: usize = shape.iter().product();
     let src = random_bytes(n * N, seed);
     let expect: Vec<Elem<N>> = reference_permute(&to_elems::<N>(&src), shape, &c_strides(shape), perm);
-    let plan = PermutePlan::new(shape, perm, N, opts).unwrap();
+    let mut plan = PermutePlan::new(shape, perm, N, opts).unwrap();
+    if let Some(t) = tuning {
+        plan = plan.with_tuning(t).unwrap();
+    }
     let mut dst = vec![POISON; n * N];
     plan.execute_bytes(&src, &mut dst).unwrap();
     let got = to_elems::<N>(&dst);
@@ -101,6 +115,50 @@ fn tile_edges_of_2d_transposes() {
             }
         }
     }
+}
+
+#[test]
+fn rectangular_tiles_at_edges() {
+    // Tiles longer along the source's stride-1 group than along the destination's (the
+    // streaming default is 1024 × 256 bytes), with partial tiles on both sides, multi-axis
+    // groups, and the short-group case where the other side grows to whole cache lines.
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![77, 301], vec![1, 0]),
+        (vec![301, 77], vec![1, 0]),
+        (vec![5, 7, 33, 40], vec![2, 3, 1, 0]),
+        (vec![13, 3, 200], vec![2, 1, 0]), // 3-element group: the other side grows
+        (vec![9, 11, 6, 17], vec![3, 1, 0, 2]),
+    ];
+    let tunings = [(40usize, 16usize, 64usize), (24, 8, 24), (1024, 8, 4096), (8, 40, 40)];
+    for kernel in families() {
+        for (shape, perm) in &cases {
+            for &(tile, tile_b, group) in &tunings {
+                for (i, order) in [vlkernels::BlockOrder::SrcFastest, vlkernels::BlockOrder::DstFastest]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let t = vlkernels::Tuning {
+                        tile,
+                        tile_b,
+                        group,
+                        block_order: order,
+                        non_temporal: i == 0,
+                        threads: 1 + i,
+                    };
+                    let opts = PermuteOptions::default().with_kernel(kernel);
+                    check_tuned_n::<4>(shape, perm, &opts, Some(&t), 3);
+                    check_tuned_n::<2>(shape, perm, &opts, Some(&t), 4);
+                    check_tuned_n::<8>(shape, perm, &opts, Some(&t), 5);
+                }
+            }
+        }
+    }
+    // A cache written before `tile_b` existed reads it as 0: the square tile.
+    let plan = PermutePlan::new(&[64, 64], &[1, 0], 4, &PermuteOptions::default()).unwrap();
+    let mut t = plan.tuning();
+    t.tile = 16;
+    t.tile_b = 0;
+    assert_eq!(plan.with_tuning(&t).unwrap().tuning().tile_b, 16);
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub(crate) unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize, non_te
 #[inline]
 pub(crate) unsafe fn stream_bytes(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
+    if crate::cpu_features().avx2 {
+        return stream_bytes_avx(src, dst, len);
+    }
+    #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
         let head = dst.align_offset(16).min(len);
@@ -72,6 +76,33 @@ pub(crate) unsafe fn stream_bytes(src: *const u8, dst: *mut u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     std::ptr::copy_nonoverlapping(src, dst, len);
+}
+
+/// [`stream_bytes`] with 32-byte streaming stores: half the store
+/// instructions, and each pair completes a 64-byte line in the
+/// write-combining buffer.
+///
+/// # Safety
+/// As [`stream_bytes`]; the CPU must have AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_bytes_avx(src: *const u8, dst: *mut u8, len: usize) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    let head = dst.align_offset(32).min(len);
+    if head > 0 {
+        std::ptr::copy_nonoverlapping(src, dst, head);
+    }
+    let mut off = head;
+    while off + 32 <= len {
+        _mm256_stream_si256(
+            dst.add(off) as *mut __m256i,
+            _mm256_loadu_si256(src.add(off) as *const __m256i),
+        );
+        off += 32;
+    }
+    if off < len {
+        std::ptr::copy_nonoverlapping(src.add(off), dst.add(off), len - off);
+    }
 }
 
 /// Orders earlier streaming stores before later stores (x86-64 `sfence`).

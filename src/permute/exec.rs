@@ -410,7 +410,7 @@ unsafe fn transpose<E: Copy>(
         // whose rows are then streamed out, so no destination line is read.
         let tb_full = tile_b.min(count_b);
         let mut stage = if non_temporal {
-            vec![0u8; tile_a.min(count_a) * tb_full * es]
+            take_stage(tile_a.min(count_a) * tb_full * es)
         } else {
             Vec::new()
         };
@@ -463,8 +463,30 @@ unsafe fn transpose<E: Copy>(
         }
         if non_temporal {
             stream_fence();
+            give_stage(stage);
         }
     });
+}
+
+thread_local! {
+    /// Each worker's staging buffer, kept between calls: a fresh large
+    /// allocation is a fresh mapping whose page faults (zeroing every page)
+    /// cost as much as a sizeable part of the transpose itself.
+    static STAGE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// This thread's staging buffer, at least `len` bytes.
+fn take_stage(len: usize) -> Vec<u8> {
+    let mut v = STAGE.with(|s| s.take());
+    if v.len() < len {
+        v = vec![0u8; len];
+    }
+    v
+}
+
+/// Returns the staging buffer for the thread's next call.
+fn give_stage(v: Vec<u8>) {
+    STAGE.with(|s| s.set(v));
 }
 
 /// One tile: full micro-kernel blocks, then scalar edges.
@@ -482,8 +504,10 @@ unsafe fn tile<E: Copy>(
         None => (0, 0),
     };
     if let Some(k) = kernel {
-        for a in (0..full_a).step_by(k.na) {
-            for b in (0..full_b).step_by(k.nb) {
+        // Source rows outer: each pass reads `k.nb` source rows along the
+        // whole tile, a few long streams rather than many short ones.
+        for b in (0..full_b).step_by(k.nb) {
+            for a in (0..full_a).step_by(k.na) {
                 (k.func)(
                     src.add(a * es),
                     src_rows.as_ptr().add(b),

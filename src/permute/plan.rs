@@ -54,8 +54,13 @@ pub enum BlockOrder {
 /// The tunable parameters of a plan (what `vlk tune` searches over).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
-    /// Transpose tile side in elements.
+    /// Transpose tile extent along the source's stride-1 group (elements
+    /// per source row piece).
     pub tile: usize,
+    /// Tile extent along the destination's stride-1 group (elements per
+    /// destination row piece); 0 in caches written before it existed means `tile`.
+    #[serde(default)]
+    pub tile_b: usize,
     /// Axes join a transpose's source and destination groups until each
     /// group spans at least this many elements (≥ `tile`); larger groups
     /// give longer contiguous streams per outer iteration.
@@ -80,6 +85,7 @@ pub struct PermutePlan {
     pub(crate) threads: usize,
     pub(crate) non_temporal: bool,
     pub(crate) tile: usize,
+    pub(crate) tile_b: usize,
     pub(crate) group: usize,
     pub(crate) block_order: BlockOrder,
 }
@@ -164,7 +170,13 @@ impl PermutePlan {
         let strategy = if numel == 0 {
             Strategy::Empty
         } else {
-            classify(&dims, defaults.tile, defaults.group)
+            classify(
+                &dims,
+                defaults.tile,
+                defaults.tile_b,
+                defaults.group,
+                line_elems(elem_bytes),
+            )
         };
         let plan = PermutePlan {
             shape: shape.to_vec(),
@@ -178,6 +190,7 @@ impl PermutePlan {
             threads,
             non_temporal,
             tile: defaults.tile,
+            tile_b: defaults.tile_b,
             group: defaults.group,
             block_order: defaults.block_order,
         };
@@ -191,6 +204,7 @@ impl PermutePlan {
     pub fn tuning(&self) -> Tuning {
         Tuning {
             tile: self.tile,
+            tile_b: self.tile_b,
             group: self.group,
             block_order: self.block_order,
             non_temporal: self.non_temporal,
@@ -205,14 +219,19 @@ impl PermutePlan {
                 "tuning {t:?}: tile must be ≥ 2 and threads ≥ 1"
             )));
         }
+        let tile_b = if t.tile_b == 0 { t.tile } else { t.tile_b };
+        if tile_b < 2 {
+            return Err(Error::invalid(format!("tuning {t:?}: tile_b must be ≥ 2")));
+        }
         let mut p = self.clone();
         p.tile = t.tile;
+        p.tile_b = tile_b;
         p.group = t.group;
         p.block_order = t.block_order;
         p.non_temporal = t.non_temporal;
         p.threads = t.threads;
         if p.numel > 0 {
-            p.strategy = classify(&p.dims, t.tile, t.group);
+            p.strategy = classify(&p.dims, t.tile, tile_b, t.group, line_elems(p.elem_bytes));
         }
         Ok(p)
     }
@@ -265,12 +284,13 @@ impl PermutePlan {
             .map(|d| format!("{}(s{},d{})", d.extent, d.src_stride, d.dst_stride))
             .collect();
         format!(
-            "{:?} kernel={} threads={} nt={} tile={} group={} order={:?} dims=[{}]",
+            "{:?} kernel={} threads={} nt={} tile={}x{} group={} order={:?} dims=[{}]",
             self.strategy,
             self.kernel.name(),
             self.threads,
             self.non_temporal,
             self.tile,
+            self.tile_b,
             self.group,
             self.block_order,
             dims.join(" ")
@@ -311,29 +331,45 @@ pub fn canonicalize(shape: &[usize], src_strides: &[usize], perm: &[usize]) -> V
     fused
 }
 
-/// The untuned plan parameters (chosen from `vlk tune` runs on the HPTT and
-/// models suites). With streaming stores the source is walked in long
-/// sequential streams (`SrcFastest`) while each tile writes 512-byte row
-/// pieces, whole lines for the write-combining buffers; without them the
-/// tiles stay small (128-byte rows) so they live in L1 and the walk follows
-/// the destination.
+/// The untuned plan parameters (chosen from `vlk tune` and probe runs on the
+/// HPTT and models suites, 1 thread, 2-core EPYC).
+///
+/// With streaming stores (outputs beyond the caches) a tile is 1024 elements
+/// along the source's stride-1 group by 256 bytes along the destination's
+/// (256 KiB of staging, in L2): the source is read as a few long streams, eight
+/// rows at a time, and each destination piece is four whole lines. Without
+/// them the tiles stay small (128-byte rows) so they live in L1 and the walk
+/// follows the destination.
 pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usize) -> Tuning {
-    let (row_bytes, block_order) = if non_temporal {
-        (512, BlockOrder::SrcFastest)
+    if non_temporal {
+        let tile_b = (256 / elem_bytes).max(8);
+        Tuning {
+            tile: 1024,
+            tile_b,
+            group: 4096,
+            block_order: BlockOrder::SrcFastest,
+            non_temporal,
+            threads,
+        }
     } else {
-        (128, BlockOrder::DstFastest)
-    };
-    let tile = (row_bytes / elem_bytes).clamp(8, 128);
-    Tuning {
-        tile,
-        group: 8 * tile,
-        block_order,
-        non_temporal,
-        threads,
+        let tile = (128 / elem_bytes).clamp(8, 128);
+        Tuning {
+            tile,
+            tile_b: tile,
+            group: 8 * tile,
+            block_order: BlockOrder::DstFastest,
+            non_temporal,
+            threads,
+        }
     }
 }
 
-fn classify(dims: &[Dim], side: usize, group: usize) -> Strategy {
+/// Elements per 64-byte cache line (at least one).
+fn line_elems(elem_bytes: usize) -> usize {
+    (64 / elem_bytes).max(1)
+}
+
+fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, line: usize) -> Strategy {
     let Some(last) = dims.last() else {
         // Every axis had extent 1: one element.
         return Strategy::Copy;
@@ -376,13 +412,18 @@ fn classify(dims: &[Dim], side: usize, group: usize) -> Strategy {
     }
     // Keep the tile area near side² when one group is short (3 channels,
     // say): the other side grows so each tile still moves a useful amount.
-    let area = side * side;
-    let (tile_a, tile_b) = if prod_a < side {
-        (prod_a, (area / prod_a).min(16 * side))
-    } else if prod_b < side {
-        ((area / prod_b).min(16 * side), prod_b)
+    // Grown sides are whole cache lines (`line` elements), so that pieces of
+    // neighbouring tiles never share a destination line: a line written in
+    // two visits costs a read-modify-write (streaming stores) or a second
+    // read for ownership.
+    let area = side_a * side_b;
+    let lines = |n: usize| if n > line { n - n % line } else { n };
+    let (tile_a, tile_b) = if prod_a < side_a {
+        (prod_a, lines((area / prod_a).min(16 * side_b)))
+    } else if prod_b < side_b {
+        (lines((area / prod_b).min(16 * side_a)), prod_b)
     } else {
-        (side, side)
+        (side_a, side_b)
     };
     Strategy::Transpose {
         src_group,

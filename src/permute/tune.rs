@@ -113,8 +113,8 @@ pub(crate) fn apply_cached(plan: PermutePlan) -> Result<PermutePlan> {
     }
 }
 
-/// The candidates tried for a plan: tile sizes and block orders for
-/// transposes, streaming stores on/off, and thread counts up to the maximum.
+/// The candidates tried for a plan: square and long tile shapes and block
+/// orders for transposes, streaming stores on/off, and thread counts up to the maximum.
 pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
     let base = plan.tuning();
     let max_threads = base.threads.max(1);
@@ -140,21 +140,37 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
         &[BlockOrder::DstFastest]
     };
     let nts: &[bool] = &[false, true];
+    // (tile along the source's stride-1 group, tile along the destination's, group)
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for &tile in &tiles {
+        for &g in &groups {
+            shapes.push((tile, tile, tile * g));
+        }
+    }
+    if transposes {
+        // Long source pieces by a few destination lines, staged in L1/L2.
+        for ta in [256usize, 1024, 4096] {
+            for tb_bytes in [128usize, 256, 512] {
+                let tb = (tb_bytes / plan.elem_bytes()).max(8);
+                if ta * tb * plan.elem_bytes() <= 1 << 20 {
+                    shapes.push((ta, tb, ta.max(4096)));
+                }
+            }
+        }
+    }
     let mut out = Vec::new();
     for &th in &threads {
-        for &tile in &tiles {
-            for &g in &groups {
-                for &block_order in orders {
-                    for &nt in nts {
-                        let group = tile * g;
-                        out.push(Tuning {
-                            tile,
-                            group,
-                            block_order,
-                            non_temporal: nt,
-                            threads: th,
-                        });
-                    }
+        for &(tile, tile_b, group) in &shapes {
+            for &block_order in orders {
+                for &nt in nts {
+                    out.push(Tuning {
+                        tile,
+                        tile_b,
+                        group,
+                        block_order,
+                        non_temporal: nt,
+                        threads: th,
+                    });
                 }
             }
         }
