@@ -489,6 +489,26 @@ fn give_stage(v: Vec<u8>) {
     STAGE.with(|s| s.set(v));
 }
 
+/// How many passes of source rows ahead [`tile`] prefetches, and how many
+/// bytes at the start of each of those rows.
+const PREFETCH_PASSES: usize = 2;
+const PREFETCH_HEAD_BYTES: usize = 256;
+const PREFETCH_MIN_ROW_GAP: usize = 128;
+
+/// Asks for the cache lines of `[p, p + len)` (a hint; never faults).
+#[inline]
+fn prefetch_lines(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(64) {
+        // SAFETY: prefetch is a hint that never faults, whatever the address.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.wrapping_add(off) as *const i8)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// One tile: full micro-kernel blocks, then scalar edges.
 unsafe fn tile<E: Copy>(
     src: *const u8,
@@ -506,7 +526,20 @@ unsafe fn tile<E: Copy>(
     if let Some(k) = kernel {
         // Source rows outer: each pass reads `k.nb` source rows along the
         // whole tile, a few long streams rather than many short ones.
+        let head = (ta * es).min(PREFETCH_HEAD_BYTES);
         for b in (0..full_b).step_by(k.nb) {
+            // The rows two passes ahead start where no hardware stream is
+            // running yet: fetch their first lines while this pass works.
+            let ahead = b + PREFETCH_PASSES * k.nb;
+            let rows = src_rows.get(ahead..(ahead + k.nb).min(tb)).unwrap_or(&[]);
+            // Rows a few bytes apart (3 channels, say) are one stream already.
+            if let [r0, r1, ..] = rows {
+                if r1.abs_diff(*r0) >= PREFETCH_MIN_ROW_GAP {
+                    for &r in rows {
+                        prefetch_lines(src.wrapping_add(r), head);
+                    }
+                }
+            }
             for a in (0..full_a).step_by(k.na) {
                 (k.func)(
                     src.add(a * es),

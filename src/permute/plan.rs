@@ -384,11 +384,14 @@ fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, line: usiz
     let Some(k) = dims.iter().position(|d| d.src_stride == 1) else {
         return Strategy::Gather;
     };
-    // Destination group: trailing axes (contiguous in dst), never axis k.
+    // Destination group: trailing axes (contiguous in dst), never axis k. It
+    // only needs to cover a few tile sides: an axis it took beyond that may
+    // be the one that continues the source's chain, which needs it more.
     let mut dst_group = Vec::new();
     let mut prod_b = 1usize;
+    let dst_target = group.min(4 * side_b);
     for i in (0..dims.len()).rev() {
-        if i == k || prod_b >= group {
+        if i == k || prod_b >= dst_target {
             break;
         }
         dst_group.push(i);
@@ -412,6 +415,18 @@ fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, line: usiz
     }
     // Keep the tile area near side² when one group is short (3 channels,
     // say): the other side grows so each tile still moves a useful amount.
+    // Destination rows that do not start on a cache line share a line with
+    // the neighbouring tile at both ends of every piece: longer pieces along
+    // the destination (same tile area) make those shared lines rare.
+    let (side_a, side_b) = if dims
+        .iter()
+        .enumerate()
+        .any(|(i, d)| !dst_group.contains(&i) && d.dst_stride % line != 0)
+    {
+        ((side_a / 8).max(8), side_b * 8)
+    } else {
+        (side_a, side_b)
+    };
     // Grown sides are whole cache lines (`line` elements), so that pieces of
     // neighbouring tiles never share a destination line: a line written in
     // two visits costs a read-modify-write (streaming stores) or a second

@@ -24,6 +24,8 @@ enum BenchWhat {
     Attention(crate::attention_bench::AttentionBenchArgs),
     /// Generated micro-kernels on one L1-resident tile: GiB/s and bytes per cycle beside an L1 copy.
     Kernels(crate::kernels_bench::KernelsBenchArgs),
+    /// One thread's bandwidth for a transpose's read and write patterns, beside memcpy.
+    Memory(crate::memory_bench::MemoryBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -34,5 +36,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(BenchWhat::Rope(a)) => crate::rope_bench::run(a),
         Some(BenchWhat::Attention(a)) => crate::attention_bench::run(a),
         Some(BenchWhat::Kernels(a)) => crate::kernels_bench::run(a),
+        Some(BenchWhat::Memory(a)) => crate::memory_bench::run(a),
     }
 }

@@ -4,6 +4,7 @@ mod attention_bench;
 mod bench;
 mod kernels_bench;
 mod logits_cmd;
+mod memory_bench;
 mod moe_bench;
 mod moe_bench_cuda;
 mod numpy_compare;

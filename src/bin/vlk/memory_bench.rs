@@ -1,0 +1,212 @@
+//! `vlk bench memory`: what one thread's memory system gives the access
+//! patterns of a transpose, each beside a memcpy of the same buffer measured
+//! interleaved in the same run. It separates the cost of the reads (how many
+//! source rows are open at once, how long each visit is) from the cost of the
+//! writes (streaming stores in pieces of a few lines), which is what bounds a
+//! transpose below a copy on a given machine.
+
+use std::time::Instant;
+
+use vlkernels::buffer::huge_page_buffer;
+use vlkernels::{Error, Result};
+
+#[derive(clap::Args)]
+pub struct MemoryBenchArgs {
+    /// Buffer size in MiB (source and destination each); larger than the last-level cache.
+    #[arg(long, default_value_t = 192)]
+    mib: usize,
+    /// Timed repetitions per pattern (median reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+}
+
+/// The buffer seen as rows of this many bytes (the row pitch of a 7264-wide f32 matrix).
+const ROW_BYTES: usize = 7264 * 4;
+
+/// One access pattern over `rows` rows of [`ROW_BYTES`].
+#[derive(Clone, Copy)]
+enum Pattern {
+    /// Plain reads, front to back.
+    ReadSequential,
+    /// Reads `open` rows at a time, 32 bytes from each in turn, `piece` bytes per row
+    /// before moving to the next `open` rows (`piece` = a whole row: long streams).
+    ReadRows { open: usize, piece: usize },
+    /// Streaming stores front to back.
+    WriteSequential,
+    /// Streaming stores of `piece`-byte pieces, one per row, down the rows, then the next column.
+    WritePieces { piece: usize },
+}
+
+impl Pattern {
+    fn name(self) -> String {
+        match self {
+            Pattern::ReadSequential => "read, sequential".into(),
+            Pattern::ReadRows { open, piece } if piece >= ROW_BYTES => {
+                format!("read, {open} rows at once, whole rows")
+            }
+            Pattern::ReadRows { open, piece } => format!("read, {open} rows at once, {piece} B per row visit"),
+            Pattern::WriteSequential => "streaming write, sequential".into(),
+            Pattern::WritePieces { piece } => format!("streaming write, {piece} B pieces down the rows"),
+        }
+    }
+}
+
+pub fn run(args: MemoryBenchArgs) -> Result<()> {
+    if args.mib < 8 {
+        return Err(Error::invalid(format!("--mib {}: use at least 8 MiB", args.mib)));
+    }
+    let rows = (args.mib << 20) / ROW_BYTES;
+    let bytes = rows * ROW_BYTES;
+    let mut src = huge_page_buffer(bytes);
+    src.iter_mut().enumerate().for_each(|(i, x)| *x = (i.wrapping_mul(2654435761) >> 7) as u8);
+    let mut dst = huge_page_buffer(bytes);
+    let mut copy = huge_page_buffer(bytes);
+    copy.copy_from_slice(&src);
+    let patterns = [
+        Pattern::ReadSequential,
+        Pattern::ReadRows {
+            open: 8,
+            piece: ROW_BYTES,
+        },
+        Pattern::ReadRows {
+            open: 32,
+            piece: ROW_BYTES,
+        },
+        Pattern::ReadRows { open: 8, piece: 4096 },
+        Pattern::ReadRows { open: 64, piece: 512 },
+        Pattern::ReadRows { open: 128, piece: 128 },
+        Pattern::WriteSequential,
+        Pattern::WritePieces { piece: 256 },
+        Pattern::WritePieces { piece: 64 },
+    ];
+    println!(
+        "1 thread, {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy counts read + written",
+        bytes >> 20
+    );
+    println!(
+        "{:<52} {:>10} {:>14} {:>10}",
+        "pattern", "GiB/s", "memcpy GiB/s", "× memcpy"
+    );
+    let mut sink = 0u64;
+    for p in patterns {
+        let (mut t_copy, mut t_probe) = (Vec::new(), Vec::new());
+        for _ in 0..args.reps.max(1) + 1 {
+            let t = Instant::now();
+            copy.copy_from_slice(&src);
+            t_copy.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows));
+            t_probe.push(t.elapsed().as_secs_f64());
+        }
+        // The first round warms up (page faults, frequency).
+        let (tc, tp) = (median(&t_copy[1..]), median(&t_probe[1..]));
+        let gib = |b: usize, s: f64| b as f64 / s / (1u64 << 30) as f64;
+        let (probe_gibs, copy_gibs) = (gib(bytes, tp), gib(2 * bytes, tc));
+        println!(
+            "{:<52} {:>10.2} {:>14.2} {:>10.2}",
+            p.name(),
+            probe_gibs,
+            copy_gibs,
+            probe_gibs / copy_gibs
+        );
+    }
+    // Keeps the reads from being optimised away.
+    eprintln!("(checksum {sink:x})");
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize) -> u64 {
+    match p {
+        Pattern::ReadSequential => read_rows(src, rows, 1, ROW_BYTES),
+        Pattern::ReadRows { open, piece } => read_rows(src, rows, open, piece),
+        Pattern::WriteSequential => {
+            write_pieces(dst, 1, dst.len());
+            0
+        }
+        Pattern::WritePieces { piece } => {
+            write_pieces(dst, rows, piece);
+            0
+        }
+    }
+}
+
+/// Reads `open` rows at a time in 32-byte steps taken from each row in turn,
+/// `piece` bytes per row, then the next `open` rows; columns of pieces outermost.
+fn read_rows(src: &[u8], rows: usize, open: usize, piece: usize) -> u64 {
+    let mut acc = 0u64;
+    for c0 in (0..ROW_BYTES).step_by(piece) {
+        let c1 = (c0 + piece).min(ROW_BYTES);
+        for r0 in (0..rows).step_by(open) {
+            let r1 = (r0 + open).min(rows);
+            for c in (c0..c1 - c1 % 32).step_by(32) {
+                for r in r0..r1 {
+                    let at = r * ROW_BYTES + c;
+                    let chunk: &[u8; 32] = src[at..at + 32].try_into().expect("32-byte chunk");
+                    acc = acc.wrapping_add(fold(chunk));
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Sums a 32-byte chunk as four u64 words (one vector load's worth of work).
+#[inline(always)]
+fn fold(chunk: &[u8; 32]) -> u64 {
+    let w = |i: usize| u64::from_le_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
+    w(0) ^ w(8) ^ w(16) ^ w(24)
+}
+
+/// Writes `piece`-byte pieces: the first piece of every row, then the second, ...
+/// (`rows` = 1 and `piece` = the length is a sequential fill).
+fn write_pieces(dst: &mut [u8], rows: usize, piece: usize) {
+    let pitch = dst.len() / rows;
+    for c0 in (0..pitch).step_by(piece) {
+        let len = piece.min(pitch - c0);
+        for r in 0..rows {
+            let at = r * pitch + c0;
+            stream_fill(&mut dst[at..at + len]);
+        }
+    }
+    stream_fence();
+}
+
+/// Fills with streaming stores where the CPU has them (AVX on x86-64), else plain stores.
+fn stream_fill(out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is present; the stores stay inside `out`.
+        return unsafe { stream_fill_avx(out) };
+    }
+    out.fill(1);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_fill_avx(out: &mut [u8]) {
+    use std::arch::x86_64::{__m256i, _mm256_set1_epi8, _mm256_stream_si256};
+    let p = out.as_mut_ptr();
+    let head = p.align_offset(32).min(out.len());
+    out[..head].fill(1);
+    let mut off = head;
+    let v = _mm256_set1_epi8(1);
+    while off + 32 <= out.len() {
+        _mm256_stream_si256(p.add(off) as *mut __m256i, v);
+        off += 32;
+    }
+    out[off..].fill(1);
+}
+
+fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: sfence has no preconditions; SSE is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
