@@ -598,3 +598,63 @@ fn temporal_image_positions_follow_each_architecture() {
         assert!(p.embeds.iter().all(|v| v.is_finite()), "{name}");
     }
 }
+
+#[test]
+fn config_errors_name_the_key() {
+    let src = model_dir("qwen3_vl");
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("vision_start_token_id");
+    let mut outside = base.clone();
+    outside["image_token_id"] = 600.into();
+    let mut wide = base.clone();
+    wide["vision_config"]["out_hidden_size"] = 48.into();
+    for (cfg, want) in [
+        (missing, "missing key \"vision_start_token_id\""),
+        (outside, "image_token_id 600 is outside the vocabulary of 512"),
+        (wide, "out_hidden_size 48"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(src.join("model.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+        std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+        let e = err_of(VlModel::open(tmp.path()));
+        assert!(e.contains(want), "{want}: {e}");
+    }
+}
+
+/// Qwen2.5-VL tensors renamed to the `model.visual.*` / `model.language_model.*` layout
+/// (as Qwen3-VL is saved) load and give the same logits.
+#[test]
+fn qwen2_5_vl_in_the_nested_tensor_layout_gives_the_same_logits() {
+    use vlkernels::models::Weights;
+    let src = model_dir("qwen2_5_vl");
+    let w = Weights::open(&src).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView<'_>)> = w
+        .names()
+        .map(|n| {
+            let info = w.info(n).unwrap();
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, info.shape.clone(), w.bytes(n).unwrap())
+                    .unwrap();
+            let new = if let Some(rest) = n.strip_prefix("visual.") {
+                format!("model.visual.{rest}")
+            } else if let Some(rest) = n.strip_prefix("model.") {
+                format!("model.language_model.{rest}")
+            } else {
+                n.to_string()
+            };
+            (new, view)
+        })
+        .collect();
+    assert!(renamed.iter().any(|(n, _)| n.starts_with("model.visual.")));
+    let tmp = tempfile::tempdir().unwrap();
+    safetensors::serialize_to_file(renamed, None, &tmp.path().join("model.safetensors")).unwrap();
+    std::fs::copy(src.join("config.json"), tmp.path().join("config.json")).unwrap();
+    let model = VlModel::open(tmp.path()).unwrap();
+    let case = src.join("cases/one_image");
+    let c = Case::load(&case);
+    let got = model.logits(&c.ids, c.images().as_ref()).unwrap();
+    let (want, _) = f32s(&case.join("logits.npy"));
+    check_logits("qwen2_5_vl, nested tensor names", &got, &want);
+}

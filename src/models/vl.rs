@@ -105,18 +105,15 @@ pub struct VlModel {
     mrope: MropeOptions,
 }
 
-/// A token id from `config.json` (top level, else `text_config`), checked against the vocabulary.
-fn token_id(root: &JsonView<'_>, key: &str, vocab: usize, required: bool) -> Result<Option<u32>> {
+/// A token id from `config.json` (top level, else `text_config`) if present, checked
+/// against the vocabulary.
+fn token_id(root: &JsonView<'_>, key: &str, vocab: usize) -> Result<Option<u32>> {
     let view = match root.sub_opt("text_config")? {
         Some(t) if !root.has(key) && t.has(key) => t,
         _ => root.clone(),
     };
     if !view.has(key) {
-        return if required {
-            Err(Error::Format(format!("{}: missing key \"{key}\"", root.origin)))
-        } else {
-            Ok(None)
-        };
+        return Ok(None);
     }
     let id = view.usize(key)?;
     if id >= vocab {
@@ -126,6 +123,11 @@ fn token_id(root: &JsonView<'_>, key: &str, vocab: usize, required: bool) -> Res
         )));
     }
     Ok(Some(id as u32))
+}
+
+/// As [`token_id`], for a key the model cannot do without.
+fn required_token_id(root: &JsonView<'_>, key: &str, vocab: usize) -> Result<u32> {
+    token_id(root, key, vocab)?.ok_or_else(|| Error::Format(format!("{}: missing key \"{key}\"", root.origin)))
 }
 
 /// The tower's tensor prefix: transformers 4.57.1's default for the architecture, or the
@@ -164,10 +166,10 @@ impl VlModel {
         let vision_cfg = VisionConfig::from_model_config(&root)?;
         let vocab = text_cfg.vocab_size;
         let tokens = VlTokens {
-            image: token_id(&root, "image_token_id", vocab, true)?.expect("required"),
-            video: token_id(&root, "video_token_id", vocab, false)?,
-            vision_start: token_id(&root, "vision_start_token_id", vocab, true)?.expect("required"),
-            vision_end: token_id(&root, "vision_end_token_id", vocab, true)?.expect("required"),
+            image: required_token_id(&root, "image_token_id", vocab)?,
+            video: token_id(&root, "video_token_id", vocab)?,
+            vision_start: required_token_id(&root, "vision_start_token_id", vocab)?,
+            vision_end: required_token_id(&root, "vision_end_token_id", vocab)?,
         };
         let merge = vision_cfg.spatial_merge_size;
         let mrope = match (text_cfg.arch, vision_cfg.arch) {
@@ -198,15 +200,15 @@ impl VlModel {
                 "config.json: a VL model needs mrope_section in its rope settings".into(),
             ));
         }
-        let prefix = vision_prefix(w, &vision_cfg);
-        let vision = VisionTower::load_with(w, vision_cfg, prefix)?;
-        let out = vision.config().out_hidden_size;
+        let out = vision_cfg.out_hidden_size;
         if out != text_cfg.hidden_size {
             return Err(Error::ShapeMismatch(format!(
                 "vision_config out_hidden_size {out} differs from the text hidden_size {}",
                 text_cfg.hidden_size
             )));
         }
+        let prefix = vision_prefix(w, &vision_cfg);
+        let vision = VisionTower::load_with(w, vision_cfg, prefix)?;
         let text = TextModel::load(w, &text_cfg, detect_prefix(w)?)?;
         Ok(VlModel {
             text,
