@@ -13,6 +13,7 @@ pub mod vision;
 pub mod vision_config;
 pub mod vision_qwen2_5;
 pub mod vision_qwen3;
+pub mod vl;
 pub mod weights;
 
 pub use config::{read_json, JsonView};
@@ -23,4 +24,5 @@ pub use ops::Linear;
 pub use text_config::{TextArch, TextConfig};
 pub use vision::{VisionOutput, VisionTower};
 pub use vision_config::{VisionArch, VisionConfig};
+pub use vl::{Images, VlGeneration, VlModel, VlPrompt, VlTokens};
 pub use weights::{TensorInfo, WeightDType, Weights};

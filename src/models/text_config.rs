@@ -185,8 +185,10 @@ impl TextConfig {
             TextArch::Qwen2_5Vl => (true, false, false),
             _ => (attention_bias, attention_bias, true),
         };
-        // The top-level flag governs tying in the VL models; text_config may repeat it.
-        let tie_word_embeddings = root.bool_or("tie_word_embeddings", false)?;
+        // The top-level flag governs tying in the VL models; text_config may repeat it, and
+        // holds it alone in configs 4.57.1 saves when the top-level value is the default.
+        let tie_key = "tie_word_embeddings";
+        let tie_word_embeddings = if root.has(tie_key) { &root } else { v.pick(tie_key) }.bool_or(tie_key, false)?;
         let moe = match arch {
             TextArch::Qwen3Moe | TextArch::Qwen3VlMoe => Some(Self::moe(&v, arch)?),
             _ => None,
@@ -496,7 +498,10 @@ mod tests {
                 "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}}
         });
         let c = TextConfig::from_json(&v5).unwrap();
-        assert!(c.qkv_bias && !c.qk_norm && !c.o_bias);
+        assert!(c.qkv_bias && !c.qk_norm && !c.o_bias && !c.tie_word_embeddings);
+        let mut tied_inside = v5.clone();
+        tied_inside["text_config"]["tie_word_embeddings"] = json!(true);
+        assert!(TextConfig::from_json(&tied_inside).unwrap().tie_word_embeddings);
         assert_eq!(
             c.rope_params().unwrap().variant,
             RopeVariant::Sectioned { sections: [2, 3, 3] }

@@ -1,12 +1,19 @@
-//! `vlk run`: greedy generation from a prompt (text through tokenizer.json, or ids),
-//! printing the ids (and text), time to first token and decode tokens/s.
+//! `vlk run`: greedy generation from a prompt (text through tokenizer.json, or ids) and,
+//! for VL models, an optional image, printing the ids (and text), time to first token and
+//! decode tokens/s. Image prompts: with `--prompt`, the ids are
+//! `<|vision_start|> <|image_pad|> × n <|vision_end|>` followed by the text (no chat
+//! template); with `--input-ids`, the ids must hold that span, and a span written with a
+//! single `<|image_pad|>` is expanded to the image's n tokens as transformers' processor does.
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use vlkernels::models::{generate_greedy, read_json, GenerateOptions, Prompt, TextModel};
+use vlkernels::models::processor::{ProcessorConfig, ProcessorFlavor, RgbImage};
+use vlkernels::models::{
+    generate_greedy, read_json, GenerateOptions, Generation, Images, Prompt, TextConfig, TextModel, VlModel,
+};
 use vlkernels::{Error, Result};
 
 use crate::logits_cmd::{check_device, parse_ids};
@@ -16,7 +23,8 @@ pub struct RunArgs {
     /// Model directory (config.json, safetensors, optional tokenizer.json).
     #[arg(long)]
     pub model: PathBuf,
-    /// An image to describe (vision-language models).
+    /// An image (PNG/JPEG) for a vision-language model, preprocessed with the folder's
+    /// preprocessor_config.json.
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// Prompt text (needs tokenizer.json in the model directory).
@@ -66,21 +74,11 @@ fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    check_device(&args.device)?;
-    if args.image.is_some() {
-        return Err(Error::Unavailable(
-            "--image: image prompts are not wired into vlk run yet".into(),
-        ));
-    }
-    if args.max_new_tokens == 0 {
-        return Err(Error::invalid("--max-new-tokens 0: nothing to generate"));
-    }
-    crate::init_threads(args.threads)?;
-    let tokenizer = load_tokenizer(&args.model)?;
+/// Prompt ids from `--prompt` (through the tokenizer) or `--input-ids`, before any image span.
+fn prompt_ids(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>) -> Result<Vec<u32>> {
     let ids = match (&args.prompt, &args.input_ids) {
         (Some(text), _) => {
-            let tok = tokenizer.as_ref().ok_or_else(|| {
+            let tok = tokenizer.ok_or_else(|| {
                 Error::invalid(format!(
                     "--prompt needs {}/tokenizer.json; give --input-ids instead",
                     args.model.display()
@@ -94,13 +92,87 @@ pub fn run(args: RunArgs) -> Result<()> {
         (None, Some(list)) => parse_ids(list)?,
         (None, None) => return Err(Error::invalid("give --prompt or --input-ids")),
     };
-    if ids.is_empty() {
+    if ids.is_empty() && args.image.is_none() {
         return Err(Error::invalid("the prompt has no tokens"));
     }
+    Ok(ids)
+}
+
+/// What a run produced, for the report.
+struct Outcome {
+    prompt: Vec<u32>,
+    generation: Generation,
+    /// Image decode + resize + patchify, and tower + scatter, before the prefill.
+    preprocess: Option<Duration>,
+    prepare: Duration,
+}
+
+/// A VL model: the image (if any) through the processor and the tower, its span in the ids.
+fn run_vl(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>, opts: &GenerateOptions) -> Result<Outcome> {
+    let mut ids = prompt_ids(args, tokenizer)?;
     eprintln!("loading {} ...", args.model.display());
     let t = Instant::now();
-    let model = TextModel::open(&args.model)?;
+    let model = VlModel::open(&args.model)?;
     eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
+    let (processed, preprocess) = match &args.image {
+        Some(path) => {
+            let t = Instant::now();
+            let cfg = ProcessorConfig::from_model_dir(&args.model, ProcessorFlavor::Fast)?;
+            let p = model.preprocess(&RgbImage::open(path)?, &cfg)?;
+            let took = t.elapsed();
+            let [gt, gh, gw] = p.grid_thw;
+            eprintln!(
+                "{}: grid_thw {gt},{gh},{gw} ({} image tokens), preprocessed in {:.1} ms",
+                path.display(),
+                model.merged_tokens(p.grid_thw)?,
+                took.as_secs_f64() * 1e3
+            );
+            (Some(p), Some(took))
+        }
+        None => (None, None),
+    };
+    if let Some(p) = &processed {
+        ids = if args.prompt.is_some() {
+            // Chat-less prompt: the image span, then the text.
+            [model.image_span(p.grid_thw)?, ids].concat()
+        } else {
+            model.expand_image_pads(&ids, &[p.grid_thw])?
+        };
+    }
+    let images = processed.as_ref().map(|p| Images {
+        pixel_values: &p.pixel_values,
+        row_width: p.patch_dim,
+        grid_thw: std::slice::from_ref(&p.grid_thw),
+    });
+    let g = model.generate(&ids, images.as_ref(), opts, print_token)?;
+    Ok(Outcome {
+        prompt: ids,
+        generation: g.generation,
+        preprocess,
+        prepare: g.prepare_time,
+    })
+}
+
+fn print_token(tok: u32) {
+    eprint!("{tok} ");
+    let _ = std::io::stderr().flush();
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    check_device(&args.device)?;
+    if args.max_new_tokens == 0 {
+        return Err(Error::invalid("--max-new-tokens 0: nothing to generate"));
+    }
+    crate::init_threads(args.threads)?;
+    let cfg = TextConfig::from_dir(&args.model)?;
+    if args.image.is_some() && !cfg.arch.is_vision_language() {
+        return Err(Error::invalid(format!(
+            "--image: {} is a text-only {:?} model",
+            args.model.display(),
+            cfg.arch
+        )));
+    }
+    let tokenizer = load_tokenizer(&args.model)?;
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         eos_token_ids: if args.ignore_eos {
@@ -109,12 +181,25 @@ pub fn run(args: RunArgs) -> Result<()> {
             eos_ids(&args.model)?
         },
     };
-    let g = generate_greedy(&model, Prompt::ids(&ids), &opts, |tok| {
-        eprint!("{tok} ");
-        let _ = std::io::stderr().flush();
-    })?;
+    let out = if cfg.arch.is_vision_language() {
+        run_vl(&args, tokenizer.as_ref(), &opts)?
+    } else {
+        let ids = prompt_ids(&args, tokenizer.as_ref())?;
+        eprintln!("loading {} ...", args.model.display());
+        let t = Instant::now();
+        let model = TextModel::open(&args.model)?;
+        eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
+        let generation = generate_greedy(&model, Prompt::ids(&ids), &opts, print_token)?;
+        Outcome {
+            prompt: ids,
+            generation,
+            preprocess: None,
+            prepare: Duration::ZERO,
+        }
+    };
     eprintln!();
-    println!("prompt ids: {}", join(&ids));
+    let g = &out.generation;
+    println!("prompt ids: {}", join(&out.prompt));
     println!("ids: {}", join(&g.tokens));
     if let Some(tok) = &tokenizer {
         let text = tok
@@ -122,16 +207,26 @@ pub fn run(args: RunArgs) -> Result<()> {
             .map_err(|e| Error::invalid(format!("cannot decode the output: {e}")))?;
         println!("text: {text}");
     }
-    let ttft = g.ttft.as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ttft = out.preprocess.unwrap_or_default() + out.prepare + g.ttft;
     let rate = g
         .decode_tokens_per_sec()
         .map(|r| format!("{r:.2} tokens/s"))
         .unwrap_or_else(|| "n/a tokens/s (one token)".into());
+    let breakdown = match out.preprocess {
+        Some(pre) => format!(
+            "preprocess {:.2} ms, vision tower {:.2} ms, prefill {:.2} ms; ",
+            ms(pre),
+            ms(out.prepare),
+            ms(g.ttft)
+        ),
+        None => String::new(),
+    };
     println!(
-        "TTFT {:.2} ms ({} prompt tokens, {:.1} tokens/s prefill); decode {rate} over {} tokens",
-        ttft * 1e3,
+        "TTFT {:.2} ms ({breakdown}{} prompt tokens, {:.1} tokens/s prefill); decode {rate} over {} tokens",
+        ms(ttft),
         g.prompt_tokens,
-        g.prompt_tokens as f64 / ttft.max(1e-12),
+        g.prompt_tokens as f64 / g.ttft.as_secs_f64().max(1e-12),
         g.tokens.len().saturating_sub(1)
     );
     Ok(())
