@@ -13,7 +13,7 @@ use vlkernels::{Error, Result};
 #[derive(clap::Args)]
 pub struct MemoryBenchArgs {
     /// Buffer size in MiB (source and destination each); larger than the last-level cache.
-    #[arg(long, default_value_t = 192)]
+    #[arg(long, default_value_t = 256)]
     mib: usize,
     /// Timed repetitions per pattern (median reported).
     #[arg(long, default_value_t = 3)]
@@ -58,7 +58,9 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
     let rows = (args.mib << 20) / ROW_BYTES;
     let bytes = rows * ROW_BYTES;
     let mut src = huge_page_buffer(bytes);
-    src.iter_mut().enumerate().for_each(|(i, x)| *x = (i.wrapping_mul(2654435761) >> 7) as u8);
+    src.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = (i.wrapping_mul(2654435761) >> 7) as u8);
     let mut dst = huge_page_buffer(bytes);
     let mut copy = huge_page_buffer(bytes);
     copy.copy_from_slice(&src);
