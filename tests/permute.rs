@@ -164,14 +164,17 @@ fn rectangular_tiles_at_edges() {
 #[test]
 fn blocked_runs_at_block_edges() {
     // Runs problems whose destination-next axis is far apart in the source are walked in
-    // square blocks of runs (about 32 KiB): extents around the block side (sqrt(32 KiB /
-    // run bytes)) leave partial blocks on both blocked axes, and outer axes sit between them.
+    // blocks of runs (about 32 KiB) against the axes that continue the source's chain:
+    // extents around the block side (sqrt(32 KiB / run bytes)) leave partial blocks on both
+    // blocked sides, and outer axes sit between them.
     let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![
         (vec![131, 70, 5], vec![1, 0, 2], 4),       // 20-byte runs: side 40
         (vec![41, 3, 39, 8], vec![2, 1, 0, 3], 4),  // 32-byte runs: side 32
         (vec![17, 5, 16, 33], vec![1, 2, 0, 3], 8), // 264-byte runs: side 11
         (vec![9, 12, 13, 11, 3], vec![3, 1, 0, 2, 4], 2),
         (vec![65, 66, 1030], vec![1, 0, 2], 1), // runs too long to block
+        // Patchify: the runs continue the source through two axes (a chain of 2 × 7).
+        (vec![1, 2, 3, 7, 2, 14, 5, 2, 14], vec![0, 3, 6, 4, 7, 2, 1, 5, 8], 4),
     ];
     for kernel in families() {
         for (shape, perm, es) in &cases {

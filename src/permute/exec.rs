@@ -188,7 +188,7 @@ fn for_each_row_stretch(
 unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
     let (last, rest) = dims.split_last().expect("runs need two axes");
     let run_bytes = last.extent * es;
-    if let Some(blocks) = RunBlocks::new(rest, run_bytes) {
+    if let Some(blocks) = RunBlocks::new(rest, last, run_bytes) {
         return blocked_runs(rest, &blocks, es, run_bytes, p, threads, nt);
     }
     let (row_dim, outer) = rest.split_last().expect("runs need two axes");
@@ -229,26 +229,59 @@ const RUN_BLOCK_AREA: usize = 32 * 1024;
 
 /// Blocking of a runs problem when consecutive destination runs come from far
 /// apart in the source: axis `a` (innermost of `rest`, the destination's next
-/// axis) is blocked against axis `b` (the one whose runs are adjacent in the
-/// source), so each block reads `tb` sequential streams and writes `ta`
-/// sequential streams instead of one run from each of many pages.
+/// axis) is blocked against the axes `b` whose runs continue the source's
+/// contiguous chain (innermost first; or, without such a chain, the axis of
+/// smallest source stride). Each block then reads `tb` runs back to back from
+/// the source `ta` times and writes `ta` runs back to back `tb` times, instead
+/// of one run from each of many pages.
 struct RunBlocks {
     a: usize,
-    b: usize,
+    b: Vec<usize>,
     ta: usize,
     tb: usize,
 }
 
 impl RunBlocks {
-    fn new(rest: &[Dim], run_bytes: usize) -> Option<Self> {
+    fn new(rest: &[Dim], run: &Dim, run_bytes: usize) -> Option<Self> {
         let a = rest.len().checked_sub(1)?;
-        let (b, _) = rest.iter().enumerate().min_by_key(|(_, d)| d.src_stride)?;
-        // Already sequential on both sides, or runs long enough to stream alone.
-        if b == a || run_bytes >= RUN_BLOCK_AREA / 4 {
+        // Runs long enough to stream alone.
+        if run_bytes >= RUN_BLOCK_AREA / 4 {
             return None;
         }
-        let per = (((RUN_BLOCK_AREA / run_bytes) as f64).sqrt() as usize).max(2);
-        let (ta, tb) = (per.min(rest[a].extent), per.min(rest[b].extent));
+        let runs_per_block = (RUN_BLOCK_AREA / run_bytes).max(4);
+        // The source chain: axes whose stride continues the run, then each other.
+        let mut b = Vec::new();
+        let mut next = run.extent * run.src_stride;
+        let mut count_b = 1usize;
+        while count_b < runs_per_block {
+            match rest.iter().position(|d| d.src_stride == next) {
+                Some(i) if i != a && !b.contains(&i) => {
+                    b.push(i);
+                    count_b *= rest[i].extent;
+                    next *= rest[i].extent;
+                }
+                _ => break,
+            }
+        }
+        if b.is_empty() {
+            let (i, _) = rest.iter().enumerate().min_by_key(|(_, d)| d.src_stride)?;
+            if i == a {
+                return None; // already sequential on both sides
+            }
+            b.push(i);
+            count_b = rest[i].extent;
+        }
+        // Square blocks of runs, or, when one side is short, the whole short
+        // side by as many of the other as fill the block.
+        let side = ((runs_per_block as f64).sqrt() as usize).max(2);
+        let count_a = rest[a].extent;
+        let (ta, tb) = if count_a < side {
+            (count_a, (runs_per_block / count_a).min(count_b))
+        } else if count_b < side {
+            ((runs_per_block / count_b).min(count_a), count_b)
+        } else {
+            (side, side)
+        };
         if ta < 2 || tb < 2 {
             return None;
         }
@@ -260,19 +293,21 @@ impl RunBlocks {
 /// block of `a`) with `a` fastest, so consecutive blocks continue the same
 /// destination rows; inside a block, `b` outer and `a` inner.
 unsafe fn blocked_runs(rest: &[Dim], bl: &RunBlocks, es: usize, run_bytes: usize, p: Ptrs, threads: usize, nt: bool) {
-    let (da, db) = (rest[bl.a], rest[bl.b]);
+    let da = rest[bl.a];
     let outer: Vec<Dim> = rest
         .iter()
         .enumerate()
-        .filter(|&(i, _)| i != bl.a && i != bl.b)
+        .filter(|&(i, _)| i != bl.a && !bl.b.contains(&i))
         .map(|(_, d)| *d)
         .collect();
-    let (na, nb) = (da.extent.div_ceil(bl.ta), db.extent.div_ceil(bl.tb));
+    let count_b: usize = bl.b.iter().map(|&i| rest[i].extent).product();
+    let (na, nb) = (da.extent.div_ceil(bl.ta), count_b.div_ceil(bl.tb));
     let outer_count: usize = outer.iter().map(|d| d.extent).product();
     let (as_, ad) = (da.src_stride * es, da.dst_stride * es);
-    let (bs, bd) = (db.src_stride * es, db.dst_stride * es);
     parallel(outer_count * na * nb, threads, |range| {
         let mut od = Odometer::new(&outer, es);
+        let (mut b_src, mut b_dst) = (Vec::with_capacity(bl.tb), Vec::with_capacity(bl.tb));
+        let mut cached_block_b = usize::MAX;
         let mut o = range.start / (na * nb);
         od.seek(o);
         for item in range {
@@ -281,11 +316,17 @@ unsafe fn blocked_runs(rest: &[Dim], bl: &RunBlocks, es: usize, run_bytes: usize
                 od.step();
             }
             let within = item % (na * nb);
-            let (ib0, ia0) = ((within / na) * bl.tb, (within % na) * bl.ta);
-            let (ia_n, ib_n) = (bl.ta.min(da.extent - ia0), bl.tb.min(db.extent - ib0));
-            for ib in ib0..ib0 + ib_n {
-                let s = p.src().add(od.src + ib * bs + ia0 * as_);
-                let d = p.dst().add(od.dst + ib * bd + ia0 * ad);
+            let (block_b, ia0) = (within / na, (within % na) * bl.ta);
+            let ib0 = block_b * bl.tb;
+            let (ia_n, ib_n) = (bl.ta.min(da.extent - ia0), bl.tb.min(count_b - ib0));
+            if block_b != cached_block_b {
+                group_offsets(rest, &bl.b, es, ib0, ib_n, true, &mut b_src);
+                group_offsets(rest, &bl.b, es, ib0, ib_n, false, &mut b_dst);
+                cached_block_b = block_b;
+            }
+            for (&bs, &bd) in b_src.iter().zip(&b_dst) {
+                let s = p.src().add(od.src + bs + ia0 * as_);
+                let d = p.dst().add(od.dst + bd + ia0 * ad);
                 copy_run_row(s, d, ia_n, as_, ad, run_bytes, nt);
             }
         }
