@@ -162,6 +162,31 @@ fn rectangular_tiles_at_edges() {
 }
 
 #[test]
+fn streaming_sizes_choose_stores_by_destination_alignment() {
+    // Outputs of 32 MiB and more stream their stores, except transposes whose destination
+    // rows start inside cache lines: those keep ordinary stores. Both are checked in full.
+    let opts = PermuteOptions::default().with_threads(2);
+    let aligned = PermutePlan::new(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts).unwrap();
+    assert!(aligned.non_temporal(), "{}", aligned.describe());
+    let unaligned = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts).unwrap();
+    assert!(!unaligned.non_temporal(), "{}", unaligned.describe());
+    assert!(matches!(
+        unaligned.strategy(),
+        vlkernels::permute::Strategy::Transpose { .. }
+    ));
+    // Asking for streaming stores explicitly is obeyed.
+    let forced = PermutePlan::new(
+        &[61, 59, 63, 57],
+        &[3, 2, 1, 0],
+        4,
+        &opts.clone().with_non_temporal(NonTemporal::On),
+    );
+    assert!(forced.unwrap().non_temporal());
+    check_case(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts, 21);
+    check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts, 22);
+}
+
+#[test]
 fn blocked_runs_at_block_edges() {
     // Runs problems whose destination-next axis is far apart in the source are walked in
     // blocks of runs (about 32 KiB) against the axes that continue the source's chain:
