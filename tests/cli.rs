@@ -1,7 +1,8 @@
 //! `vlk permute` on .npy fixtures written by NumPy (tools/make_npy_fixtures.py).
 
+mod common;
+use common::{expect_vlk_error, vlk};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vlkernels::npy::{read_npy, write_npy, NpyArray};
 use vlkernels::DType;
@@ -12,13 +13,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/npy")
         .join(name)
-}
-
-fn vlk(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vlk"))
-        .args(args)
-        .output()
-        .expect("run vlk")
 }
 
 #[test]
@@ -97,13 +91,7 @@ fn cli_errors_name_the_bad_value_and_exit_non_zero() {
     std::fs::write(&garbage, b"not an npy file at all").unwrap();
     cases.push((vec!["permute", garbage.to_str().unwrap(), out, "--perm", "0"], "header"));
     for (args, needle) in cases {
-        let o = vlk(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} should fail");
-        assert!(
-            err.contains(needle),
-            "{args:?}: stderr '{err}' does not mention '{needle}'"
-        );
+        expect_vlk_error(&args, needle);
     }
 }
 

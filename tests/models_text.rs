@@ -3,8 +3,9 @@
 //! models, tools/gen_vl_model_fixtures.py for the VL models, whose language models are
 //! fed here with the stored vision embeddings and DeepStack features).
 
+mod common;
+use common::{expect_vlk_error, vlk};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vlkernels::models::{
     generate_greedy, DecoderInput, DeepStack, GenerateOptions, Positions, Prompt, TextArch, TextConfig, TextModel,
@@ -349,10 +350,6 @@ fn errors_name_what_is_wrong() {
     assert!(e.contains("gpt2") && e.contains("GPT2LMHeadModel"), "{e}");
 }
 
-fn vlk(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vlk")).args(args).output().unwrap()
-}
-
 #[test]
 fn cli_logits_and_run() {
     let dir = fixture("qwen3_moe");
@@ -507,10 +504,7 @@ fn cli_logits_and_run() {
             "/nonexistent/model",
         ),
     ] {
-        let o = vlk(&args);
-        assert!(!o.status.success(), "{args:?}");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(e.contains(want), "{args:?}: {e}");
+        expect_vlk_error(&args, want);
     }
 }
 

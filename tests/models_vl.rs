@@ -3,8 +3,9 @@
 //! from pixel values, position ids, greedy generation, the photograph through the
 //! processor, argument errors, and the `vlk logits` / `vlk run` image paths.
 
+mod common;
+use common::{expect_vlk_error, vlk};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use vlkernels::models::processor::{ProcessorConfig, ProcessorFlavor, RgbImage};
 use vlkernels::models::{GenerateOptions, Images, VlModel};
@@ -288,10 +289,6 @@ fn bad_inputs_give_errors_naming_the_values() {
     drop(pv);
 }
 
-fn vlk(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vlk")).args(args).output().unwrap()
-}
-
 fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
@@ -424,10 +421,7 @@ fn cli_logits_with_pixel_values_f32_and_f16() {
             "--device cuda",
         ),
     ] {
-        let o = vlk(&args);
-        assert!(!o.status.success(), "{want}");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(e.contains(want), "{want}: {e}");
+        expect_vlk_error(&args, want);
     }
 }
 
@@ -562,10 +556,7 @@ fn cli_run_with_a_text_prompt_puts_the_image_span_first() {
             "/nonexistent/cat.png",
         ),
     ] {
-        let o = vlk(&args);
-        assert!(!o.status.success(), "{want}");
-        let e = String::from_utf8_lossy(&o.stderr);
-        assert!(e.contains(want), "{want}: {e}");
+        expect_vlk_error(&args, want);
     }
 }
 

@@ -368,25 +368,17 @@ pub fn canonicalize(shape: &[usize], src_strides: &[usize], perm: &[usize]) -> V
 /// such long tiles for most HPTT cases; this default measured 0.39–0.41 →
 /// 0.46 × memcpy on that suite at 16 MiB, 1 thread).
 pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usize) -> Tuning {
-    if non_temporal {
-        let tile_b = (256 / elem_bytes).max(8);
-        Tuning {
-            tile: 1024,
-            tile_b,
-            group: 4096,
-            block_order: BlockOrder::SrcFastest,
-            non_temporal,
-            threads,
-        }
-    } else {
-        Tuning {
-            tile: 1024,
-            tile_b: (256 / elem_bytes).max(8),
-            group: 4096,
-            block_order: BlockOrder::DstFastest,
-            non_temporal,
-            threads,
-        }
+    Tuning {
+        tile: 1024,
+        tile_b: (256 / elem_bytes).max(8),
+        group: 4096,
+        block_order: if non_temporal {
+            BlockOrder::SrcFastest
+        } else {
+            BlockOrder::DstFastest
+        },
+        non_temporal,
+        threads,
     }
 }
 

@@ -54,3 +54,19 @@ pub fn gpu_or_skip(test: &str) -> Option<std::sync::Arc<vlkernels::cuda::CudaDev
         }
     }
 }
+
+/// Runs the `vlk` binary built for these tests.
+pub fn vlk(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vlk"))
+        .args(args)
+        .output()
+        .expect("run vlk")
+}
+
+/// Runs `vlk` with `args` and checks that it fails with an error mentioning `want`.
+pub fn expect_vlk_error(args: &[&str], want: &str) {
+    let o = vlk(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} should fail");
+    assert!(err.contains(want), "{args:?}: stderr '{err}' does not mention '{want}'");
+}

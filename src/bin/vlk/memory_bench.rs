@@ -169,24 +169,23 @@ fn fold(chunk: &[u8; 32]) -> u64 {
 /// (`rows` = 1 and `piece` = the length is a sequential fill).
 fn write_pieces(dst: &mut [u8], rows: usize, piece: usize) {
     let pitch = dst.len() / rows;
+    // Streaming stores where the CPU has them (AVX2 implies AVX), else plain stores.
+    let streaming = cfg!(target_arch = "x86_64") && vlkernels::cpu_features().avx2;
     for c0 in (0..pitch).step_by(piece) {
         let len = piece.min(pitch - c0);
         for r in 0..rows {
-            let at = r * pitch + c0;
-            stream_fill(&mut dst[at..at + len]);
+            let out = &mut dst[r * pitch + c0..r * pitch + c0 + len];
+            #[cfg(target_arch = "x86_64")]
+            if streaming {
+                // SAFETY: AVX is present; the stores stay inside `out`.
+                unsafe { stream_fill_avx(out) };
+                continue;
+            }
+            let _ = streaming;
+            out.fill(1);
         }
     }
     stream_fence();
-}
-
-/// Fills with streaming stores where the CPU has them (AVX on x86-64), else plain stores.
-fn stream_fill(out: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        // SAFETY: AVX is present; the stores stay inside `out`.
-        return unsafe { stream_fill_avx(out) };
-    }
-    out.fill(1);
 }
 
 #[cfg(target_arch = "x86_64")]
