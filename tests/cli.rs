@@ -72,6 +72,7 @@ fn cli_errors_name_the_bad_value_and_exit_non_zero() {
             vec!["permute", "/nonexistent/in.npy", out, "--perm", "0"],
             "/nonexistent/in.npy",
         ),
+        (vec!["bench", "memory", "--mib", "4"], "--mib 4"),
     ];
     let unsupported = fixture("unsupported_c8.npy");
     let mut cases = cases;

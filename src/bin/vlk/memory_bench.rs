@@ -3,7 +3,10 @@
 //! interleaved in the same run. It separates the cost of the reads (how many
 //! source rows are open at once, how long each visit is) from the cost of the
 //! writes (streaming stores in pieces of a few lines), which is what bounds a
-//! transpose below a copy on a given machine.
+//! transpose below a copy on a given machine. Then the whole byte traffic of
+//! staged transposes of several tile shapes, with plain copies in place of the
+//! shuffles, beside the engine's own transpose of the same buffers: how close
+//! any transpose built on cache-staged tiles can come to a copy.
 
 use std::time::Instant;
 
@@ -35,6 +38,14 @@ enum Pattern {
     WriteSequential,
     /// Streaming stores of `piece`-byte pieces, one per row, down the rows, then the next column.
     WritePieces { piece: usize },
+    /// The byte traffic of a staged f32 transpose of the buffer (rows × 7264 → 7264 × rows)
+    /// without its shuffles: each tile reads `tile_rows` source rows, eight at a time, for
+    /// `visit` bytes into an L2 stage (plain copies), then streams the stage out as
+    /// `visit / 4` destination pieces of `tile_rows * 4` bytes. What any transpose built on
+    /// staged tiles of that shape must move, at the cost of a copy.
+    StagedTile { visit: usize, tile_rows: usize },
+    /// The engine's own transpose of the same buffers (f32, rows × 7264 → 7264 × rows).
+    Transpose,
 }
 
 impl Pattern {
@@ -47,6 +58,19 @@ impl Pattern {
             Pattern::ReadRows { open, piece } => format!("read, {open} rows at once, {piece} B per row visit"),
             Pattern::WriteSequential => "streaming write, sequential".into(),
             Pattern::WritePieces { piece } => format!("streaming write, {piece} B pieces down the rows"),
+            Pattern::StagedTile { visit, tile_rows } => {
+                format!("transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows",)
+            }
+            Pattern::Transpose => "transpose (vlkernels::permute, f32, 1 thread)".into(),
+        }
+    }
+
+    /// Bytes the pattern touches, as a multiple of the buffer: 1 for a read or a
+    /// write alone, 2 for patterns that read the source and write the destination.
+    fn sides(self) -> usize {
+        match self {
+            Pattern::StagedTile { .. } | Pattern::Transpose => 2,
+            _ => 1,
         }
     }
 }
@@ -55,7 +79,8 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
     if args.mib < 8 {
         return Err(Error::invalid(format!("--mib {}: use at least 8 MiB", args.mib)));
     }
-    let rows = (args.mib << 20) / ROW_BYTES;
+    // A multiple of 16 rows, so the transposed rows (rows × 4 bytes) start on cache lines.
+    let rows = (args.mib << 20) / ROW_BYTES / 16 * 16;
     let bytes = rows * ROW_BYTES;
     let mut src = huge_page_buffer(bytes);
     src.iter_mut()
@@ -80,7 +105,38 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         Pattern::WriteSequential,
         Pattern::WritePieces { piece: 256 },
         Pattern::WritePieces { piece: 64 },
+        Pattern::StagedTile {
+            visit: 4096,
+            tile_rows: 64,
+        },
+        Pattern::StagedTile {
+            visit: 1024,
+            tile_rows: 256,
+        },
+        Pattern::StagedTile {
+            visit: 2048,
+            tile_rows: 256,
+        },
+        Pattern::StagedTile {
+            visit: 4096,
+            tile_rows: 256,
+        },
+        Pattern::StagedTile {
+            visit: 2048,
+            tile_rows: 512,
+        },
+        Pattern::StagedTile {
+            visit: 256,
+            tile_rows: 1024,
+        },
+        Pattern::Transpose,
     ];
+    let plan = vlkernels::PermutePlan::new(
+        &[rows, ROW_BYTES / 4],
+        &[1, 0],
+        4,
+        &vlkernels::PermuteOptions::default().with_threads(1),
+    )?;
     println!(
         "1 thread, {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy counts read + written",
         bytes >> 20
@@ -97,13 +153,13 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
             copy.copy_from_slice(&src);
             t_copy.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows));
+            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, &plan)?);
             t_probe.push(t.elapsed().as_secs_f64());
         }
         // The first round warms up (page faults, frequency).
         let (tc, tp) = (median(&t_copy[1..]), median(&t_probe[1..]));
         let gib = |b: usize, s: f64| b as f64 / s / (1u64 << 30) as f64;
-        let (probe_gibs, copy_gibs) = (gib(bytes, tp), gib(2 * bytes, tc));
+        let (probe_gibs, copy_gibs) = (gib(p.sides() * bytes, tp), gib(2 * bytes, tc));
         println!(
             "{:<52} {:>10.2} {:>14.2} {:>10.2}",
             p.name(),
@@ -123,8 +179,8 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize) -> u64 {
-    match p {
+fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize, plan: &vlkernels::PermutePlan) -> Result<u64> {
+    Ok(match p {
         Pattern::ReadSequential => read_rows(src, rows, 1, ROW_BYTES),
         Pattern::ReadRows { open, piece } => read_rows(src, rows, open, piece),
         Pattern::WriteSequential => {
@@ -135,7 +191,80 @@ fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize) -> u64 {
             write_pieces(dst, rows, piece);
             0
         }
+        Pattern::StagedTile { visit, tile_rows } => {
+            staged_tiles(src, dst, rows, visit, tile_rows);
+            0
+        }
+        Pattern::Transpose => {
+            plan.execute(
+                bytemuck::cast_slice::<u8, f32>(src),
+                bytemuck::cast_slice_mut::<u8, f32>(dst),
+            )?;
+            0
+        }
+    })
+}
+
+/// See [`Pattern::StagedTile`]: source rows of [`ROW_BYTES`], destination rows of
+/// `rows * 4` bytes (the transposed matrix), tiles walked along the destination.
+fn staged_tiles(src: &[u8], dst: &mut [u8], rows: usize, visit: usize, tile_rows: usize) {
+    let dst_pitch = rows * 4;
+    let mut stage = STAGE.with(|s| s.take());
+    stage.resize(visit * tile_rows, 0);
+    for c0 in (0..ROW_BYTES).step_by(visit) {
+        let vis = visit.min(ROW_BYTES - c0);
+        for r0 in (0..rows).step_by(tile_rows) {
+            let tr = tile_rows.min(rows - r0);
+            // Reads: eight source rows at a time along the visit, as the engine's tiles do.
+            for g in (0..tr).step_by(8) {
+                for r in g..(g + 8).min(tr) {
+                    let from = (r0 + r) * ROW_BYTES + c0;
+                    stage[r * vis..(r + 1) * vis].copy_from_slice(&src[from..from + vis]);
+                }
+            }
+            // Writes: one destination piece of `tr * 4` bytes per source column of 4 bytes.
+            let piece = tr * 4;
+            for col in 0..vis / 4 {
+                let at = (c0 / 4 + col) * dst_pitch + r0 * 4;
+                let from = col * piece;
+                stream_copy(&stage[from..from + piece], &mut dst[at..at + piece]);
+            }
+        }
     }
+    stream_fence();
+    STAGE.with(|s| s.set(stage));
+}
+
+thread_local! {
+    static STAGE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Copies with streaming stores where the CPU has them (AVX2 implies AVX).
+fn stream_copy(from: &[u8], to: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if vlkernels::cpu_features().avx2 {
+        // SAFETY: AVX is present; the stores stay inside `to`, the loads inside `from`.
+        return unsafe { stream_copy_avx(from, to) };
+    }
+    to.copy_from_slice(from);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_copy_avx(from: &[u8], to: &mut [u8]) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    let p = to.as_mut_ptr();
+    let head = p.align_offset(32).min(to.len());
+    to[..head].copy_from_slice(&from[..head]);
+    let mut off = head;
+    while off + 32 <= to.len() {
+        _mm256_stream_si256(
+            p.add(off) as *mut __m256i,
+            _mm256_loadu_si256(from.as_ptr().add(off) as *const __m256i),
+        );
+        off += 32;
+    }
+    to[off..].copy_from_slice(&from[off..]);
 }
 
 /// Reads `open` rows at a time in 32-byte steps taken from each row in turn,
