@@ -295,7 +295,7 @@ fn join(ids: &[u32]) -> String {
 
 #[test]
 fn cli_logits_with_pixel_values_f32_and_f16() {
-    let name = "qwen2_5_vl";
+    let name = "qwen3_vl_moe";
     let dir = model_dir(name);
     let case = dir.join("cases/two_images");
     let c = Case::load(&case);
@@ -459,6 +459,83 @@ fn cli_run_with_the_photograph_matches_transformers() {
             stderr.contains("grid_thw 1,12,18 (54 image tokens)"),
             "{name}: {stderr}"
         );
+    }
+}
+
+/// `vlk run` with two `--image` flags: both spans expanded in order, and the tokens the
+/// library generates from the same two preprocessed images (whose multi-image path is
+/// checked against transformers in `two_images`).
+#[test]
+fn cli_run_takes_several_images_in_prompt_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A second, different image: the photograph with inverted colours.
+    let inverted = tmp.path().join("inverted.png");
+    let mut img = image::open(photo()).unwrap();
+    img.invert();
+    img.save(&inverted).unwrap();
+    let images = [photo(), inverted];
+    let short = [11u32, 498, 500, 499, 22, 498, 500, 499, 33];
+    let opts = GenerateOptions {
+        max_new_tokens: 8,
+        eos_token_ids: Vec::new(),
+    };
+    for name in MODELS {
+        let dir = model_dir(name);
+        let model = VlModel::open(&dir).unwrap();
+        let cfg = ProcessorConfig::from_model_dir(&dir, ProcessorFlavor::Fast).unwrap();
+        let processed: Vec<_> = images
+            .iter()
+            .map(|p| model.preprocess(&RgbImage::open(p).unwrap(), &cfg).unwrap())
+            .collect();
+        let grids: Vec<[usize; 3]> = processed.iter().map(|p| p.grid_thw).collect();
+        let prompt = model.expand_image_pads(&short, &grids).unwrap();
+        let generate = |order: [usize; 2]| {
+            let pixels: Vec<f32> = order.iter().flat_map(|&i| processed[i].pixel_values.clone()).collect();
+            let imgs = Images {
+                pixel_values: &pixels,
+                row_width: processed[0].patch_dim,
+                grid_thw: &grids,
+            };
+            model
+                .generate(&prompt, Some(&imgs), &opts, |_| {})
+                .unwrap()
+                .generation
+                .tokens
+        };
+        let want = generate([0, 1]);
+        // The order of the images changes the output, so the check below sees it.
+        assert_ne!(want, generate([1, 0]), "{name}");
+        let mut args = vec!["run".to_string(), "--model".into(), dir.to_str().unwrap().into()];
+        for p in &images {
+            args.extend(["--image".into(), p.to_str().unwrap().into()]);
+        }
+        args.extend([
+            "--input-ids".into(),
+            join(&short),
+            "--max-new-tokens".into(),
+            "8".into(),
+            "--ignore-eos".into(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = vlk(&args);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let span = format!("498,{}499", "500,".repeat(54));
+        assert!(
+            stdout.contains(&format!("prompt ids: 11,{span},22,{span},33\n")),
+            "{name}: {stdout}"
+        );
+        assert!(stdout.contains(&format!("ids: {}\n", join(&want))), "{name}: {stdout}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            stderr.matches("grid_thw 1,12,18 (54 image tokens)").count(),
+            2,
+            "{name}: {stderr}"
+        );
+        // Two images but one span in the ids: an error naming both counts.
+        let mut args = args[..7].to_vec();
+        args.extend(["--input-ids", "11,498,500,499,33", "--max-new-tokens", "2"]);
+        expect_vlk_error(&args, "1 image span(s) (token 500) but 2 grid(s)");
     }
 }
 

@@ -1,9 +1,10 @@
 //! `vlk run`: greedy generation from a prompt (text through tokenizer.json, or ids) and,
-//! for VL models, an optional image, printing the ids (and text), time to first token and
-//! decode tokens/s. Image prompts: with `--prompt`, the ids are
-//! `<|vision_start|> <|image_pad|> × n <|vision_end|>` followed by the text (no chat
-//! template); with `--input-ids`, the ids must hold that span, and a span written with a
-//! single `<|image_pad|>` is expanded to the image's n tokens as transformers' processor does.
+//! for VL models, optional images, printing the ids (and text), time to first token and
+//! decode tokens/s. Image prompts: with `--prompt`, the ids are one
+//! `<|vision_start|> <|image_pad|> × n <|vision_end|>` span per image, in the order of the
+//! `--image` flags, followed by the text (no chat template); with `--input-ids`, the ids
+//! must hold one such span per image, and a span written with a single `<|image_pad|>` is
+//! expanded to its image's n tokens as transformers' processor does.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,9 +25,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// An image (PNG/JPEG) for a vision-language model, preprocessed with the folder's
-    /// preprocessor_config.json.
+    /// preprocessor_config.json; repeat the flag for several images, in prompt order.
     #[arg(long)]
-    pub image: Option<PathBuf>,
+    pub image: Vec<PathBuf>,
     /// Prompt text (needs tokenizer.json in the model directory).
     #[arg(long, conflicts_with = "input_ids", required_unless_present = "input_ids")]
     pub prompt: Option<String>,
@@ -92,7 +93,7 @@ fn prompt_ids(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>) -> Resu
         (None, Some(list)) => parse_ids(list)?,
         (None, None) => return Err(Error::invalid("give --prompt or --input-ids")),
     };
-    if ids.is_empty() && args.image.is_none() {
+    if ids.is_empty() && args.image.is_empty() {
         return Err(Error::invalid("the prompt has no tokens"));
     }
     Ok(ids)
@@ -102,47 +103,55 @@ fn prompt_ids(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>) -> Resu
 struct Outcome {
     prompt: Vec<u32>,
     generation: Generation,
-    /// Image decode + resize + patchify, and tower + scatter, before the prefill.
+    /// Image decode + resize + patchify (all images), and tower + scatter, before the prefill.
     preprocess: Option<Duration>,
     prepare: Duration,
 }
 
-/// A VL model: the image (if any) through the processor and the tower, its span in the ids.
+/// A VL model: the images (if any) through the processor and the tower, their spans in the ids.
 fn run_vl(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>, opts: &GenerateOptions) -> Result<Outcome> {
     let mut ids = prompt_ids(args, tokenizer)?;
     eprintln!("loading {} ...", args.model.display());
     let t = Instant::now();
     let model = VlModel::open(&args.model)?;
     eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
-    let (processed, preprocess) = match &args.image {
-        Some(path) => {
+    let mut processed = Vec::with_capacity(args.image.len());
+    let t = Instant::now();
+    if !args.image.is_empty() {
+        let cfg = ProcessorConfig::from_model_dir(&args.model, ProcessorFlavor::Fast)?;
+        for path in &args.image {
             let t = Instant::now();
-            let cfg = ProcessorConfig::from_model_dir(&args.model, ProcessorFlavor::Fast)?;
             let p = model.preprocess(&RgbImage::open(path)?, &cfg)?;
-            let took = t.elapsed();
             let [gt, gh, gw] = p.grid_thw;
             eprintln!(
                 "{}: grid_thw {gt},{gh},{gw} ({} image tokens), preprocessed in {:.1} ms",
                 path.display(),
                 model.merged_tokens(p.grid_thw)?,
-                took.as_secs_f64() * 1e3
+                t.elapsed().as_secs_f64() * 1e3
             );
-            (Some(p), Some(took))
+            processed.push(p);
         }
-        None => (None, None),
-    };
-    if let Some(p) = &processed {
+    }
+    let preprocess = (!processed.is_empty()).then(|| t.elapsed());
+    let grids: Vec<[usize; 3]> = processed.iter().map(|p| p.grid_thw).collect();
+    if !processed.is_empty() {
         ids = if args.prompt.is_some() {
-            // Chat-less prompt: the image span, then the text.
-            [model.image_span(p.grid_thw)?, ids].concat()
+            // Chat-less prompt: the image spans, then the text.
+            let mut spans = Vec::new();
+            for &g in &grids {
+                spans.extend(model.image_span(g)?);
+            }
+            [spans, ids].concat()
         } else {
-            model.expand_image_pads(&ids, &[p.grid_thw])?
+            model.expand_image_pads(&ids, &grids)?
         };
     }
-    let images = processed.as_ref().map(|p| Images {
-        pixel_values: &p.pixel_values,
+    // Every image's patches, concatenated in prompt order (rows of the same width).
+    let pixel_values: Vec<f32> = processed.iter().flat_map(|p| p.pixel_values.iter().copied()).collect();
+    let images = processed.first().map(|p| Images {
+        pixel_values: &pixel_values,
         row_width: p.patch_dim,
-        grid_thw: std::slice::from_ref(&p.grid_thw),
+        grid_thw: &grids,
     });
     let g = model.generate(&ids, images.as_ref(), opts, print_token)?;
     Ok(Outcome {
@@ -165,7 +174,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     crate::init_threads(args.threads)?;
     let cfg = TextConfig::from_dir(&args.model)?;
-    if args.image.is_some() && !cfg.arch.is_vision_language() {
+    if !args.image.is_empty() && !cfg.arch.is_vision_language() {
         return Err(Error::invalid(format!(
             "--image: {} is a text-only {:?} model",
             args.model.display(),
