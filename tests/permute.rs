@@ -215,6 +215,35 @@ fn blocked_runs_at_block_edges() {
 }
 
 #[test]
+fn staged_runs_at_patchify_shapes() {
+    // Short runs whose destination slab is fed by long source stretches (ViT patchify,
+    // outputs of 8 MiB and more) are gathered slab by slab through a stage. Odd grids,
+    // runs of 56 B (f32 × 14), 32 B (bf16 × 16) and 100 B (no fixed-length copier).
+    let cases: Vec<(Vec<usize>, usize)> = vec![
+        (vec![1, 2, 3, 13, 2, 14, 37, 2, 14], 4),
+        (vec![1, 2, 3, 21, 2, 16, 33, 2, 16], 2),
+        (vec![1, 2, 3, 12, 2, 25, 12, 2, 25], 4),
+    ];
+    let perm = [0, 3, 6, 4, 7, 2, 1, 5, 8];
+    for (shape, es) in &cases {
+        let plan = PermutePlan::new(shape, &perm, *es, &PermuteOptions::default()).unwrap();
+        assert!(
+            matches!(plan.strategy(), vlkernels::permute::Strategy::StagedRuns { split: 1 }),
+            "{}",
+            plan.describe()
+        );
+        assert!(plan.non_temporal(), "{}", plan.describe());
+        for (threads, nt) in [(1, NonTemporal::Auto), (2, NonTemporal::Off), (3, NonTemporal::On)] {
+            let opts = PermuteOptions::default().with_threads(threads).with_non_temporal(nt);
+            check_case(shape, &perm, *es, &opts, 11);
+        }
+    }
+    // Below 8 MiB the same shape keeps blocks of runs.
+    let small = PermutePlan::new(&[1, 2, 3, 5, 2, 14, 7, 2, 14], &perm, 4, &PermuteOptions::default()).unwrap();
+    assert_eq!(small.strategy(), &vlkernels::permute::Strategy::Runs);
+}
+
+#[test]
 fn small_innermost_extents() {
     // HWC→CHW with 3 channels, ViT patchify (14-pixel rows), all-2 reversals.
     let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![

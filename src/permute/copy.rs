@@ -31,6 +31,44 @@ pub(crate) fn copy_runs_fn(len: usize) -> Option<CopyRunsFn> {
            33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64)
 }
 
+/// Copies `n` runs of `N` bytes, run `t` from `src + t*src_step` to `dst + dst_offsets[t]`.
+///
+/// # Safety
+/// `dst_offsets` must hold `n` offsets; every run must be valid for reads and writes.
+unsafe fn copy_runs_at_fixed<const N: usize>(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    src_step: usize,
+    dst_offsets: *const usize,
+) {
+    for t in 0..n {
+        let v = (src.add(t * src_step) as *const [u8; N]).read_unaligned();
+        (dst.add(*dst_offsets.add(t)) as *mut [u8; N]).write_unaligned(v);
+    }
+}
+
+/// A function that copies `n` equally spaced source runs of one fixed length to
+/// destination offsets from a table.
+pub(crate) type CopyRunsAtFn =
+    unsafe fn(src: *const u8, dst: *mut u8, n: usize, src_step: usize, dst_offsets: *const usize);
+
+/// The fixed-length table-driven run copier for runs of `len` bytes (1..=256, in
+/// the lengths ViT patches and small channel groups use), else `None`.
+pub(crate) fn copy_runs_at_fn(len: usize) -> Option<CopyRunsAtFn> {
+    macro_rules! table {
+        ($($n:literal)*) => {
+            match len {
+                $($n => Some(copy_runs_at_fixed::<$n> as CopyRunsAtFn),)*
+                _ => None,
+            }
+        };
+    }
+    table!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32
+           33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63 64
+           72 80 96 112 128 144 160 192 224 256)
+}
+
 /// Copies `len` bytes; with `non_temporal` on x86-64 the bulk is written
 /// with streaming stores that bypass the cache (followed by a fence).
 ///

@@ -23,10 +23,10 @@ unsafe impl Sync for Ptrs {}
 
 impl Ptrs {
     // Accessors make closures capture the whole (Send) struct, not its raw fields.
-    fn src(&self) -> *const u8 {
+    pub(crate) fn src(&self) -> *const u8 {
         self.src
     }
-    fn dst(&self) -> *mut u8 {
+    pub(crate) fn dst(&self) -> *mut u8 {
         self.dst
     }
 }
@@ -68,6 +68,9 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             });
         }
         Strategy::Runs => runs(&dims, es, p, plan.threads, plan.non_temporal),
+        Strategy::StagedRuns { split } => {
+            super::staged_runs::staged_runs(&dims, *split, es, p, plan.threads, plan.non_temporal)
+        }
         Strategy::Gather => gather::<E>(&dims, es, p, plan.threads),
         Strategy::Transpose {
             src_group,
@@ -91,7 +94,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
 }
 
 /// Splits `0..items` into at most `threads` contiguous ranges and runs them.
-fn parallel(items: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+pub(crate) fn parallel(items: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
     let threads = threads.min(items).max(1);
     if threads == 1 {
         return f(0..items);
@@ -106,17 +109,17 @@ fn parallel(items: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + S
 }
 
 /// Mixed-radix counter over a set of axes, tracking byte offsets.
-struct Odometer {
+pub(crate) struct Odometer {
     extents: Vec<usize>,
     src_strides: Vec<usize>,
     dst_strides: Vec<usize>,
     idx: Vec<usize>,
-    src: usize,
-    dst: usize,
+    pub(crate) src: usize,
+    pub(crate) dst: usize,
 }
 
 impl Odometer {
-    fn new(dims: &[Dim], es: usize) -> Self {
+    pub(crate) fn new(dims: &[Dim], es: usize) -> Self {
         Odometer {
             extents: dims.iter().map(|d| d.extent).collect(),
             src_strides: dims.iter().map(|d| d.src_stride * es).collect(),
@@ -128,7 +131,7 @@ impl Odometer {
     }
 
     /// Positions the counter at row-major linear index `linear`.
-    fn seek(&mut self, mut linear: usize) {
+    pub(crate) fn seek(&mut self, mut linear: usize) {
         self.src = 0;
         self.dst = 0;
         for i in (0..self.extents.len()).rev() {
@@ -141,7 +144,7 @@ impl Odometer {
     }
 
     /// Advances by one (row-major), wrapping at the end.
-    fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         for i in (0..self.extents.len()).rev() {
             self.idx[i] += 1;
             self.src += self.src_strides[i];
@@ -355,7 +358,7 @@ unsafe fn gather<E: Copy>(dims: &[Dim], es: usize, p: Ptrs, threads: usize) {
 /// Byte offsets of flattened indices `start..start+n` of a group of axes
 /// (members innermost first), for the source or the destination side.
 /// One division per member for the start, then a carry-propagating count.
-fn group_offsets(
+pub(crate) fn group_offsets(
     dims: &[Dim],
     group: &[usize],
     es: usize,
@@ -517,7 +520,7 @@ thread_local! {
 }
 
 /// This thread's staging buffer, at least `len` bytes.
-fn take_stage(len: usize) -> Vec<u8> {
+pub(crate) fn take_stage(len: usize) -> Vec<u8> {
     let mut v = STAGE.with(|s| s.take());
     if v.len() < len {
         v = vec![0u8; len];
@@ -526,7 +529,7 @@ fn take_stage(len: usize) -> Vec<u8> {
 }
 
 /// Returns the staging buffer for the thread's next call.
-fn give_stage(v: Vec<u8>) {
+pub(crate) fn give_stage(v: Vec<u8>) {
     STAGE.with(|s| s.set(v));
 }
 

@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod options;
 pub mod plan;
 pub mod simd;
+mod staged_runs;
 pub mod suites;
 pub mod tune;
 

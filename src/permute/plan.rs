@@ -37,6 +37,11 @@ pub enum Strategy {
         tile_a: usize,
         tile_b: usize,
     },
+    /// Short runs whose destination slab (the axes from `split` on, one contiguous
+    /// block of the output) is fed by long contiguous stretches of the source: each
+    /// slab is gathered in source order into a cache-resident stage, then written
+    /// out whole (ViT patchify).
+    StagedRuns { split: usize },
     /// A strided source with no stride-1 axis: element gathers under a loop nest.
     Gather,
 }
@@ -176,10 +181,17 @@ impl PermutePlan {
                 defaults.tile,
                 defaults.tile_b,
                 defaults.group,
-                line,
+                elem_bytes,
                 non_temporal,
             )
         };
+        // Staged runs gather each slab in cache and write it out whole: streaming
+        // those writes measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify
+        // (22 MiB) against 0.60–0.79 with ordinary stores.
+        if opts.non_temporal == NonTemporal::Auto && matches!(strategy, Strategy::StagedRuns { .. }) {
+            non_temporal = true;
+            defaults.non_temporal = true;
+        }
         // Streaming stores to destination rows that do not start on a cache
         // line leave partial lines at both ends of every piece, which memory
         // completes with a read-modify-write: ordinary stores (the lines stay
@@ -193,7 +205,7 @@ impl PermutePlan {
                 defaults.non_temporal = false;
                 defaults.tile_b = (512 / elem_bytes).max(8);
                 defaults.block_order = BlockOrder::DstFastest;
-                strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, line, false);
+                strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes, false);
             }
         }
         let plan = PermutePlan {
@@ -249,14 +261,7 @@ impl PermutePlan {
         p.non_temporal = t.non_temporal;
         p.threads = t.threads;
         if p.numel > 0 {
-            p.strategy = classify(
-                &p.dims,
-                t.tile,
-                tile_b,
-                t.group,
-                line_elems(p.elem_bytes),
-                t.non_temporal,
-            );
+            p.strategy = classify(&p.dims, t.tile, tile_b, t.group, p.elem_bytes, t.non_temporal);
         }
         Ok(p)
     }
@@ -395,14 +400,25 @@ fn unaligned_dst_rows(dims: &[Dim], dst_group: &[usize], line: usize) -> bool {
         .any(|(i, d)| !dst_group.contains(&i) && d.dst_stride % line != 0)
 }
 
-fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, line: usize, non_temporal: bool) -> Strategy {
+fn classify(
+    dims: &[Dim],
+    side_a: usize,
+    side_b: usize,
+    group: usize,
+    elem_bytes: usize,
+    non_temporal: bool,
+) -> Strategy {
     let Some(last) = dims.last() else {
         // Every axis had extent 1: one element.
         return Strategy::Copy;
     };
+    let line = line_elems(elem_bytes);
     if last.src_stride == 1 {
+        let bytes = dims.iter().map(|d| d.extent).product::<usize>() * elem_bytes;
         return if dims.len() == 1 {
             Strategy::Copy
+        } else if let Some(split) = super::staged_runs::slab_split(dims, elem_bytes, bytes) {
+            Strategy::StagedRuns { split }
         } else {
             Strategy::Runs
         };
