@@ -226,10 +226,20 @@ pub unsafe fn transpose_2x2_b64_neon(src: *const u8, src_rows: *const usize, dst
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_16x2_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 1);
     }
+    transpose_16x2_csrc_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_16x2_csrc_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_16x2_csrc_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vuzp1q_u8(v0, v1);
@@ -244,10 +254,20 @@ pub unsafe fn transpose_16x2_csrc_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 1);
     }
+    transpose_2x16_cdst_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x16 block of 8-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x16_cdst_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x16_cdst_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vzip1q_u8(v0, v1);
@@ -262,10 +282,20 @@ pub unsafe fn transpose_2x16_cdst_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_16x3_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 16, 1);
     }
+    transpose_16x3_csrc_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x3 block of 8-bit elements (source rows back to back, destination rows anywhere): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_16x3_csrc_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_16x3_csrc_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -286,10 +316,20 @@ pub unsafe fn transpose_16x3_csrc_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_3x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 3, 1);
     }
+    transpose_3x16_cdst_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x16 block of 8-bit elements (source rows anywhere, destination rows back to back): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_3x16_cdst_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_3x16_cdst_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -310,10 +350,20 @@ pub unsafe fn transpose_3x16_cdst_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_16x4_csrc_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 1);
     }
+    transpose_16x4_csrc_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_16x4_csrc_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_16x4_csrc_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -338,10 +388,20 @@ pub unsafe fn transpose_16x4_csrc_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x16_cdst_b8_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 1);
     }
+    transpose_4x16_cdst_b8_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x16 block of 8-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x16_cdst_b8_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x16_cdst_b8_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -366,10 +426,20 @@ pub unsafe fn transpose_4x16_cdst_b8_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_8x2_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 2);
     }
+    transpose_8x2_csrc_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_8x2_csrc_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_8x2_csrc_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vreinterpretq_u8_u16(vuzp1q_u16(vreinterpretq_u16_u8(v0), vreinterpretq_u16_u8(v1)));
@@ -384,10 +454,20 @@ pub unsafe fn transpose_8x2_csrc_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 2);
     }
+    transpose_2x8_cdst_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x8 block of 16-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x8_cdst_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x8_cdst_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vreinterpretq_u8_u16(vzip1q_u16(vreinterpretq_u16_u8(v0), vreinterpretq_u16_u8(v1)));
@@ -402,10 +482,20 @@ pub unsafe fn transpose_2x8_cdst_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_8x3_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 2);
     }
+    transpose_8x3_csrc_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x3 block of 16-bit elements (source rows back to back, destination rows anywhere): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_8x3_csrc_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_8x3_csrc_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -426,10 +516,20 @@ pub unsafe fn transpose_8x3_csrc_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_3x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 2);
     }
+    transpose_3x8_cdst_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x8 block of 16-bit elements (source rows anywhere, destination rows back to back): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_3x8_cdst_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_3x8_cdst_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -450,10 +550,20 @@ pub unsafe fn transpose_3x8_cdst_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_8x4_csrc_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 2);
     }
+    transpose_8x4_csrc_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x4 block of 16-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_8x4_csrc_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_8x4_csrc_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -478,10 +588,20 @@ pub unsafe fn transpose_8x4_csrc_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x8_cdst_b16_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 2);
     }
+    transpose_4x8_cdst_b16_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x8 block of 16-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x8_cdst_b16_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x8_cdst_b16_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -506,10 +626,20 @@ pub unsafe fn transpose_4x8_cdst_b16_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x2_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 4);
     }
+    transpose_4x2_csrc_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x2 block of 32-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_4x2_csrc_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x2_csrc_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vreinterpretq_u8_u32(vuzp1q_u32(vreinterpretq_u32_u8(v0), vreinterpretq_u32_u8(v1)));
@@ -524,10 +654,20 @@ pub unsafe fn transpose_4x2_csrc_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 4);
     }
+    transpose_2x4_cdst_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x4 block of 32-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x4_cdst_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x4_cdst_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vreinterpretq_u8_u32(vzip1q_u32(vreinterpretq_u32_u8(v0), vreinterpretq_u32_u8(v1)));
@@ -542,10 +682,20 @@ pub unsafe fn transpose_2x4_cdst_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x3_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 4, 4);
     }
+    transpose_4x3_csrc_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x3 block of 32-bit elements (source rows back to back, destination rows anywhere): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_4x3_csrc_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x3_csrc_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -566,10 +716,20 @@ pub unsafe fn transpose_4x3_csrc_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_3x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 3, 4);
     }
+    transpose_3x4_cdst_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x4 block of 32-bit elements (source rows anywhere, destination rows back to back): 3 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_3x4_cdst_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_3x4_cdst_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -590,10 +750,20 @@ pub unsafe fn transpose_3x4_cdst_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x4_csrc_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 4);
     }
+    transpose_4x4_csrc_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x4 block of 32-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x4_csrc_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x4_csrc_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -618,10 +788,20 @@ pub unsafe fn transpose_4x4_csrc_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x4_cdst_b32_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 4);
     }
+    transpose_4x4_cdst_b32_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x4 block of 32-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x4_cdst_b32_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x4_cdst_b32_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -646,10 +826,20 @@ pub unsafe fn transpose_4x4_cdst_b32_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x2_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 2, 8);
     }
+    transpose_2x2_csrc_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x2 block of 64-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x2_csrc_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x2_csrc_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v0), vreinterpretq_u64_u8(v1)));
@@ -664,10 +854,20 @@ pub unsafe fn transpose_2x2_csrc_b64_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 2, 8);
     }
+    transpose_2x2_cdst_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x2 block of 64-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x2_cdst_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x2_cdst_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v0), vreinterpretq_u64_u8(v1)));
@@ -682,10 +882,20 @@ pub unsafe fn transpose_2x2_cdst_b64_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x3_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 2, 8);
     }
+    transpose_2x3_csrc_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x3 block of 64-bit elements (source rows back to back, destination rows anywhere): 3 shuffles, cost 6.
+///
+/// # Safety
+/// As `transpose_2x3_csrc_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x3_csrc_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -705,10 +915,20 @@ pub unsafe fn transpose_2x3_csrc_b64_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_3x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 3, 8);
     }
+    transpose_3x2_cdst_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x2 block of 64-bit elements (source rows anywhere, destination rows back to back): 3 shuffles, cost 6.
+///
+/// # Safety
+/// As `transpose_3x2_cdst_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_3x2_cdst_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));
@@ -727,10 +947,20 @@ pub unsafe fn transpose_3x2_cdst_b64_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_2x4_csrc_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 2, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 8);
     }
+    transpose_2x4_csrc_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x4 block of 64-bit elements (source rows back to back, destination rows anywhere): 4 shuffles, cost 8.
+///
+/// # Safety
+/// As `transpose_2x4_csrc_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_2x4_csrc_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = vld1q_u8(src.add(s0 + 0));
     let v1 = vld1q_u8(src.add(s0 + 16));
     let v2 = vld1q_u8(src.add(s0 + 32));
@@ -751,10 +981,20 @@ pub unsafe fn transpose_2x4_csrc_b64_neon(src: *const u8, src_rows: *const usize
 /// The CPU must support `neon`; every row named by the offset tables must be valid.
 #[target_feature(enable = "neon")]
 pub unsafe fn transpose_4x2_cdst_b64_neon(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 2, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 8);
     }
+    transpose_4x2_cdst_b64_neon_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x2 block of 64-bit elements (source rows anywhere, destination rows back to back): 4 shuffles, cost 8.
+///
+/// # Safety
+/// As `transpose_4x2_cdst_b64_neon`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "neon")]
+#[inline]
+pub unsafe fn transpose_4x2_cdst_b64_neon_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = vld1q_u8(src.add(*src_rows.add(0) + 0));
     let v1 = vld1q_u8(src.add(*src_rows.add(1) + 0));
     let v2 = vld1q_u8(src.add(*src_rows.add(2) + 0));

@@ -290,10 +290,20 @@ pub unsafe fn transpose_2x2_b128_avx2(src: *const u8, src_rows: *const usize, ds
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_32x2_csrc_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 32, 1);
     }
+    transpose_32x2_csrc_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_32x2_csrc_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_32x2_csrc_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     const K2: [u8; 32] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
@@ -314,10 +324,20 @@ pub unsafe fn transpose_32x2_csrc_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_2x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 2, 1);
     }
+    transpose_2x32_cdst_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x32 block of 8-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x32_cdst_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_2x32_cdst_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_unpacklo_epi8(v0, v1);
@@ -334,10 +354,20 @@ pub unsafe fn transpose_2x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_32x3_csrc_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 32, 1);
     }
+    transpose_32x3_csrc_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x3 block of 8-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_32x3_csrc_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_32x3_csrc_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1);
     let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1);
@@ -370,10 +400,20 @@ pub unsafe fn transpose_32x3_csrc_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_3x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 3, 1);
     }
+    transpose_3x32_cdst_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x32 block of 8-bit elements (source rows anywhere, destination rows back to back): 15 shuffles, cost 30.
+///
+/// # Safety
+/// As `transpose_3x32_cdst_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_3x32_cdst_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -421,10 +461,20 @@ pub unsafe fn transpose_3x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_32x4_csrc_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 32, 1);
     }
+    transpose_32x4_csrc_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 16 shuffles, cost 32.
+///
+/// # Safety
+/// As `transpose_32x4_csrc_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_32x4_csrc_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
@@ -461,10 +511,20 @@ pub unsafe fn transpose_32x4_csrc_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 4, 1);
     }
+    transpose_4x32_cdst_b8_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x32 block of 8-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 24.
+///
+/// # Safety
+/// As `transpose_4x32_cdst_b8_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x32_cdst_b8_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -493,10 +553,20 @@ pub unsafe fn transpose_4x32_cdst_b8_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_16x2_csrc_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 2);
     }
+    transpose_16x2_csrc_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_16x2_csrc_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_16x2_csrc_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     const K2: [u8; 32] = [0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15];
@@ -517,10 +587,20 @@ pub unsafe fn transpose_16x2_csrc_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_2x16_cdst_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 2);
     }
+    transpose_2x16_cdst_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x16 block of 16-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x16_cdst_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_2x16_cdst_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_unpacklo_epi16(v0, v1);
@@ -537,10 +617,20 @@ pub unsafe fn transpose_2x16_cdst_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_16x3_csrc_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 16, 2);
     }
+    transpose_16x3_csrc_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x3 block of 16-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_16x3_csrc_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_16x3_csrc_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1);
     let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1);
@@ -573,10 +663,20 @@ pub unsafe fn transpose_16x3_csrc_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_3x16_cdst_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 3, 2);
     }
+    transpose_3x16_cdst_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x16 block of 16-bit elements (source rows anywhere, destination rows back to back): 15 shuffles, cost 30.
+///
+/// # Safety
+/// As `transpose_3x16_cdst_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_3x16_cdst_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -624,10 +724,20 @@ pub unsafe fn transpose_3x16_cdst_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_16x4_csrc_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 2);
     }
+    transpose_16x4_csrc_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x4 block of 16-bit elements (source rows back to back, destination rows anywhere): 16 shuffles, cost 32.
+///
+/// # Safety
+/// As `transpose_16x4_csrc_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_16x4_csrc_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
@@ -664,10 +774,20 @@ pub unsafe fn transpose_16x4_csrc_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x16_cdst_b16_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 2);
     }
+    transpose_4x16_cdst_b16_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x16 block of 16-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 24.
+///
+/// # Safety
+/// As `transpose_4x16_cdst_b16_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x16_cdst_b16_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -696,10 +816,20 @@ pub unsafe fn transpose_4x16_cdst_b16_avx2(src: *const u8, src_rows: *const usiz
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_8x2_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 4);
     }
+    transpose_8x2_csrc_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x2 block of 32-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_8x2_csrc_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_8x2_csrc_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 32) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1);
     let v2 = _mm256_castps_si256(_mm256_shuffle_ps(_mm256_castsi256_ps(v0), _mm256_castsi256_ps(v1), 136));
@@ -714,10 +844,20 @@ pub unsafe fn transpose_8x2_csrc_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_2x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 4);
     }
+    transpose_2x8_cdst_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x8 block of 32-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x8_cdst_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_2x8_cdst_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_unpacklo_epi32(v0, v1);
@@ -734,10 +874,20 @@ pub unsafe fn transpose_2x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_8x3_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 4);
     }
+    transpose_8x3_csrc_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x3 block of 32-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_8x3_csrc_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_8x3_csrc_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
@@ -764,10 +914,20 @@ pub unsafe fn transpose_8x3_csrc_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_3x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 4);
     }
+    transpose_3x8_cdst_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x8 block of 32-bit elements (source rows anywhere, destination rows back to back): 9 shuffles, cost 14.
+///
+/// # Safety
+/// As `transpose_3x8_cdst_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_3x8_cdst_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -797,10 +957,20 @@ pub unsafe fn transpose_3x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_8x4_csrc_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 4);
     }
+    transpose_8x4_csrc_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x4 block of 32-bit elements (source rows back to back, destination rows anywhere): 12 shuffles, cost 24.
+///
+/// # Safety
+/// As `transpose_8x4_csrc_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_8x4_csrc_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_loadu_si256(src.add(s0 + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(s0 + 32) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(s0 + 64) as *const __m256i);
@@ -833,10 +1003,20 @@ pub unsafe fn transpose_8x4_csrc_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 4);
     }
+    transpose_4x8_cdst_b32_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x8 block of 32-bit elements (source rows anywhere, destination rows back to back): 12 shuffles, cost 24.
+///
+/// # Safety
+/// As `transpose_4x8_cdst_b32_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x8_cdst_b32_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -865,10 +1045,20 @@ pub unsafe fn transpose_4x8_cdst_b32_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x2_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 4, 8);
     }
+    transpose_4x2_csrc_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x2 block of 64-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_4x2_csrc_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x2_csrc_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 32) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1);
     let v2 = _mm256_unpacklo_epi64(v0, v1);
@@ -883,10 +1073,20 @@ pub unsafe fn transpose_4x2_csrc_b64_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_2x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 2, 8);
     }
+    transpose_2x4_cdst_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x4 block of 64-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x4_cdst_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_2x4_cdst_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_unpacklo_epi64(v0, v1);
@@ -903,10 +1103,20 @@ pub unsafe fn transpose_2x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x3_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 4, 8);
     }
+    transpose_4x3_csrc_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x3 block of 64-bit elements (source rows back to back, destination rows anywhere): 3 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_4x3_csrc_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x3_csrc_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1);
     let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1);
@@ -924,10 +1134,20 @@ pub unsafe fn transpose_4x3_csrc_b64_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_3x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 3, 8);
     }
+    transpose_3x4_cdst_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x4 block of 64-bit elements (source rows anywhere, destination rows back to back): 3 shuffles, cost 5.
+///
+/// # Safety
+/// As `transpose_3x4_cdst_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_3x4_cdst_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);
@@ -948,10 +1168,20 @@ pub unsafe fn transpose_3x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x4_csrc_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 4, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 8);
     }
+    transpose_4x4_csrc_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x4 block of 64-bit elements (source rows back to back, destination rows anywhere): 4 shuffles, cost 8.
+///
+/// # Safety
+/// As `transpose_4x4_csrc_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x4_csrc_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1);
     let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1);
     let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 1);
@@ -972,10 +1202,20 @@ pub unsafe fn transpose_4x4_csrc_b64_avx2(src: *const u8, src_rows: *const usize
 /// The CPU must support `avx2`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx2")]
 pub unsafe fn transpose_4x4_cdst_b64_avx2(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 4, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 4, 8);
     }
+    transpose_4x4_cdst_b64_avx2_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x4 block of 64-bit elements (source rows anywhere, destination rows back to back): 4 shuffles, cost 8.
+///
+/// # Safety
+/// As `transpose_4x4_cdst_b64_avx2`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn transpose_4x4_cdst_b64_avx2_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm256_loadu_si256(src.add(*src_rows.add(0) + 0) as *const __m256i);
     let v1 = _mm256_loadu_si256(src.add(*src_rows.add(1) + 0) as *const __m256i);
     let v2 = _mm256_loadu_si256(src.add(*src_rows.add(2) + 0) as *const __m256i);

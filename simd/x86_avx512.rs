@@ -340,10 +340,20 @@ pub unsafe fn transpose_4x4_b128_avx512(src: *const u8, src_rows: *const usize, 
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_64x2_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 64, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 64, 1);
     }
+    transpose_64x2_csrc_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 64x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_64x2_csrc_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_64x2_csrc_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     const K2: [u8; 64] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
@@ -364,10 +374,20 @@ pub unsafe fn transpose_64x2_csrc_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_2x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 64, 2) {
         return tile_fallback(src, src_rows, dst, dst_rows, 64, 2, 1);
     }
+    transpose_2x64_cdst_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x64_cdst_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_2x64_cdst_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_unpacklo_epi8(v0, v1);
@@ -388,10 +408,20 @@ pub unsafe fn transpose_2x64_cdst_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_64x3_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 64, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 64, 1);
     }
+    transpose_64x3_csrc_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 64x3 block of 8-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_64x3_csrc_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_64x3_csrc_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 48) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 144) as *const __m128i), 3);
     let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 112) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 160) as *const __m128i), 3);
     let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 128) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 176) as *const __m128i), 3);
@@ -418,10 +448,20 @@ pub unsafe fn transpose_64x3_csrc_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_3x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 64, 3) {
         return tile_fallback(src, src_rows, dst, dst_rows, 64, 3, 1);
     }
+    transpose_3x64_cdst_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 15 shuffles, cost 24.
+///
+/// # Safety
+/// As `transpose_3x64_cdst_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_3x64_cdst_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -469,10 +509,20 @@ pub unsafe fn transpose_3x64_cdst_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_64x4_csrc_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 64, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 64, 1);
     }
+    transpose_64x4_csrc_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 64x4 block of 8-bit elements (source rows back to back, destination rows anywhere): 28 shuffles, cost 44.
+///
+/// # Safety
+/// As `transpose_64x4_csrc_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_64x4_csrc_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 0) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 64) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 128) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 192) as *const __m128i), 3);
     let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 16) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 80) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 144) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 208) as *const __m128i), 3);
     let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(s0 + 32) as *const __m128i)), _mm_loadu_si128(src.add(s0 + 96) as *const __m128i), 1), _mm_loadu_si128(src.add(s0 + 160) as *const __m128i), 2), _mm_loadu_si128(src.add(s0 + 224) as *const __m128i), 3);
@@ -533,10 +583,20 @@ pub unsafe fn transpose_64x4_csrc_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_4x64_cdst_b8_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 64, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 64, 4, 1);
     }
+    transpose_4x64_cdst_b8_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x64 block of 8-bit elements (source rows anywhere, destination rows back to back): 16 shuffles, cost 32.
+///
+/// # Safety
+/// As `transpose_4x64_cdst_b8_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_4x64_cdst_b8_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -569,10 +629,20 @@ pub unsafe fn transpose_4x64_cdst_b8_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_32x2_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 32, 2);
     }
+    transpose_32x2_csrc_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x2 block of 16-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_32x2_csrc_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_32x2_csrc_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     const K0: [u16; 32] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62];
@@ -589,10 +659,20 @@ pub unsafe fn transpose_32x2_csrc_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_2x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 4) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 2, 2);
     }
+    transpose_2x32_cdst_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x32_cdst_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_2x32_cdst_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_unpacklo_epi16(v0, v1);
@@ -613,10 +693,20 @@ pub unsafe fn transpose_2x32_cdst_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_32x3_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 32, 2);
     }
+    transpose_32x3_csrc_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x3 block of 16-bit elements (source rows back to back, destination rows anywhere): 9 shuffles, cost 18.
+///
+/// # Safety
+/// As `transpose_32x3_csrc_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_32x3_csrc_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -643,10 +733,20 @@ pub unsafe fn transpose_32x3_csrc_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_3x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 6) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 3, 2);
     }
+    transpose_3x32_cdst_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 9 shuffles, cost 33.
+///
+/// # Safety
+/// As `transpose_3x32_cdst_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_3x32_cdst_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -676,10 +776,20 @@ pub unsafe fn transpose_3x32_cdst_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_32x4_csrc_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 32, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 32, 2);
     }
+    transpose_32x4_csrc_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 32x4 block of 16-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 32.
+///
+/// # Safety
+/// As `transpose_32x4_csrc_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_32x4_csrc_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -708,10 +818,20 @@ pub unsafe fn transpose_32x4_csrc_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_4x32_cdst_b16_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 32, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 32, 4, 2);
     }
+    transpose_4x32_cdst_b16_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x32 block of 16-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 32.
+///
+/// # Safety
+/// As `transpose_4x32_cdst_b16_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_4x32_cdst_b16_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -740,10 +860,20 @@ pub unsafe fn transpose_4x32_cdst_b16_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_16x2_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 16, 4);
     }
+    transpose_16x2_csrc_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x2 block of 32-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_16x2_csrc_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_16x2_csrc_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     const K0: [u32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
@@ -760,10 +890,20 @@ pub unsafe fn transpose_16x2_csrc_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_2x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 8) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 2, 4);
     }
+    transpose_2x16_cdst_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x16 block of 32-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x16_cdst_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_2x16_cdst_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     const K0: [u32; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
@@ -780,10 +920,20 @@ pub unsafe fn transpose_2x16_cdst_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_16x3_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 16, 4);
     }
+    transpose_16x3_csrc_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x3 block of 32-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 9.
+///
+/// # Safety
+/// As `transpose_16x3_csrc_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_16x3_csrc_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -807,10 +957,20 @@ pub unsafe fn transpose_16x3_csrc_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_3x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 12) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 3, 4);
     }
+    transpose_3x16_cdst_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x16 block of 32-bit elements (source rows anywhere, destination rows back to back): 6 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_3x16_cdst_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_3x16_cdst_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -837,10 +997,20 @@ pub unsafe fn transpose_3x16_cdst_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_16x4_csrc_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 16, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 16, 4);
     }
+    transpose_16x4_csrc_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 16x4 block of 32-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_16x4_csrc_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_16x4_csrc_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -869,10 +1039,20 @@ pub unsafe fn transpose_16x4_csrc_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_4x16_cdst_b32_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 16, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 16, 4, 4);
     }
+    transpose_4x16_cdst_b32_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x16 block of 32-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x16_cdst_b32_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_4x16_cdst_b32_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -901,10 +1081,20 @@ pub unsafe fn transpose_4x16_cdst_b32_avx512(src: *const u8, src_rows: *const us
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_8x2_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 2, 8, 8);
     }
+    transpose_8x2_csrc_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x2 block of 64-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_8x2_csrc_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_8x2_csrc_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     const K0: [u32; 16] = [0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29];
@@ -921,10 +1111,20 @@ pub unsafe fn transpose_8x2_csrc_b64_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_2x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 16) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 2, 8);
     }
+    transpose_2x8_cdst_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 2x8 block of 64-bit elements (source rows anywhere, destination rows back to back): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x8_cdst_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_2x8_cdst_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     const K0: [u32; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
@@ -941,10 +1141,20 @@ pub unsafe fn transpose_2x8_cdst_b64_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_8x3_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 3, 8, 8);
     }
+    transpose_8x3_csrc_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x3 block of 64-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 9.
+///
+/// # Safety
+/// As `transpose_8x3_csrc_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_8x3_csrc_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -968,10 +1178,20 @@ pub unsafe fn transpose_8x3_csrc_b64_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_3x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 24) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 3, 8);
     }
+    transpose_3x8_cdst_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 3x8 block of 64-bit elements (source rows anywhere, destination rows back to back): 6 shuffles, cost 12.
+///
+/// # Safety
+/// As `transpose_3x8_cdst_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_3x8_cdst_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);
@@ -998,10 +1218,20 @@ pub unsafe fn transpose_3x8_cdst_b64_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_8x4_csrc_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let s0 = *src_rows;
     if !rows_back_to_back(src_rows, 8, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 4, 8, 8);
     }
+    transpose_8x4_csrc_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 8x4 block of 64-bit elements (source rows back to back, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_8x4_csrc_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_8x4_csrc_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let s0 = *src_rows;
     let v0 = _mm512_loadu_si512(src.add(s0 + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(s0 + 64) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(s0 + 128) as *const __m512i);
@@ -1030,10 +1260,20 @@ pub unsafe fn transpose_8x4_csrc_b64_avx512(src: *const u8, src_rows: *const usi
 /// The CPU must support `avx512f,avx512bw`; every row named by the offset tables must be valid.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn transpose_4x8_cdst_b64_avx512(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
-    let d0 = *dst_rows;
     if !rows_back_to_back(dst_rows, 8, 32) {
         return tile_fallback(src, src_rows, dst, dst_rows, 8, 4, 8);
     }
+    transpose_4x8_cdst_b64_avx512_trusted(src, src_rows, dst, dst_rows)
+}
+
+/// 4x8 block of 64-bit elements (source rows anywhere, destination rows back to back): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x8_cdst_b64_avx512`, and the rows it expects back to back must be back to back (not checked).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+pub unsafe fn transpose_4x8_cdst_b64_avx512_trusted(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {
+    let d0 = *dst_rows;
     let v0 = _mm512_loadu_si512(src.add(*src_rows.add(0) + 0) as *const __m512i);
     let v1 = _mm512_loadu_si512(src.add(*src_rows.add(1) + 0) as *const __m512i);
     let v2 = _mm512_loadu_si512(src.add(*src_rows.add(2) + 0) as *const __m512i);

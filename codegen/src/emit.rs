@@ -321,13 +321,18 @@ pub fn block_body(p: &Problem, net: &Network, at: &Addressing, out: &mut String)
     }
 }
 
-/// One `TileFn` kernel.
+/// One `TileFn` kernel. A kernel that expects rows back to back comes as two
+/// functions: `<name>_trusted`, the network alone, for callers that know their
+/// offset tables are back to back (a one-axis group of the right stride), and
+/// `<name>`, which checks the table on every call and falls back to element
+/// moves (the check reads every offset, which costs as much as the network on
+/// the small 2-, 3- and 4-row byte blocks).
 pub fn kernel_fn(p: &Problem, net: &Network) -> String {
     let isa = Isa::new(p.isa);
     let es = p.elem_bits / 8;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
+    let contiguous = p.src == Rows::Contiguous || p.dst == Rows::Contiguous;
+    let doc = format!(
         "/// {}x{} block of {}-bit elements (source rows{}, destination rows{}): {} shuffles, cost {}.",
         p.nb,
         p.na,
@@ -345,19 +350,21 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
         net.len(),
         net.cost(&isa)
     );
+    let signature = "(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize)";
+    let _ = writeln!(out, "{doc}");
     let _ = writeln!(
         out,
         "///\n/// # Safety\n/// The CPU must support `{}`; every row named by the offset tables must be valid.",
         target_features(p.isa)
     );
     let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(p.isa));
-    let _ = writeln!(
-        out,
-        "pub unsafe fn {}(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize) {{",
-        p.fn_name()
-    );
+    let _ = writeln!(out, "pub unsafe fn {}{signature} {{", p.fn_name());
+    if !contiguous {
+        kernel_body(p, net, &mut out);
+        out.push_str("}\n");
+        return out;
+    }
     if p.src == Rows::Contiguous {
-        let _ = writeln!(out, "    let s0 = *src_rows;");
         let _ = writeln!(
             out,
             "    if !rows_back_to_back(src_rows, {}, {}) {{\n        return tile_fallback(src, src_rows, dst, dst_rows, {}, {}, {es});\n    }}",
@@ -368,7 +375,6 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
         );
     }
     if p.dst == Rows::Contiguous {
-        let _ = writeln!(out, "    let d0 = *dst_rows;");
         let _ = writeln!(
             out,
             "    if !rows_back_to_back(dst_rows, {}, {}) {{\n        return tile_fallback(src, src_rows, dst, dst_rows, {}, {}, {es});\n    }}",
@@ -377,6 +383,23 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
             p.na,
             p.nb
         );
+    }
+    let _ = writeln!(out, "    {}_trusted(src, src_rows, dst, dst_rows)", p.fn_name());
+    out.push_str("}\n\n");
+    let _ = writeln!(out, "{doc}");
+    let _ = writeln!(
+        out,
+        "///\n/// # Safety\n/// As `{}`, and the rows it expects back to back must be back to back (not checked).",
+        p.fn_name()
+    );
+    let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(p.isa));
+    let _ = writeln!(out, "#[inline]");
+    let _ = writeln!(out, "pub unsafe fn {}_trusted{signature} {{", p.fn_name());
+    if p.src == Rows::Contiguous {
+        let _ = writeln!(out, "    let s0 = *src_rows;");
+    }
+    if p.dst == Rows::Contiguous {
+        let _ = writeln!(out, "    let d0 = *dst_rows;");
     }
     kernel_body(p, net, &mut out);
     out.push_str("}\n");
@@ -450,7 +473,7 @@ pub fn registry_file(all: &[(Problem, Network)]) -> String {
         for (p, net) in all.iter().filter(|(p, _)| p.isa == isa) {
             let _ = writeln!(
                 out,
-                "    GenKernel {{ name: \"{}\", elem_bytes: {}, na: {}, nb: {}, src_contiguous: {}, dst_contiguous: {}, shuffles: {}, func: super::{}::{} }},",
+                "    GenKernel {{ name: \"{}\", elem_bytes: {}, na: {}, nb: {}, src_contiguous: {}, dst_contiguous: {}, shuffles: {}, func: super::{}::{}, trusted: {} }},",
                 p.fn_name(),
                 p.elem_bits / 8,
                 p.na,
@@ -459,7 +482,12 @@ pub fn registry_file(all: &[(Problem, Network)]) -> String {
                 p.dst == Rows::Contiguous,
                 net.len(),
                 module_name(isa),
-                p.fn_name()
+                p.fn_name(),
+                if p.src == Rows::Contiguous || p.dst == Rows::Contiguous {
+                    format!("Some(super::{}::{}_trusted)", module_name(isa), p.fn_name())
+                } else {
+                    "None".to_string()
+                }
             );
         }
         let _ = writeln!(out, "];");

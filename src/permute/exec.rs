@@ -440,6 +440,18 @@ unsafe fn transpose<E: Copy>(
     let step_a = es * dims[src_group[0]].dst_stride;
     let step_b = es * dims[dst_group[0]].src_stride;
     let items = outer_count * blocks_a * blocks_b;
+    // Kernels that expect rows back to back skip their per-call check when a
+    // one-axis group makes the offset table an arithmetic sequence of that step.
+    let tb_full = tile_b.min(count_b);
+    let (src_step, dst_step) = (linear_b.then_some(step_b), linear_a.then_some(step_a));
+    let direct = kernel.map(|k| kernels::TileKernel {
+        func: k.func_for(es, src_step, dst_step),
+        ..k
+    });
+    let staged = kernel.map(|k| kernels::TileKernel {
+        func: k.func_for(es, src_step, Some(tb_full * es)),
+        ..k
+    });
     parallel(items, threads, |range| {
         let mut od = Odometer::new(&outer, es);
         let mut src_rows = Vec::with_capacity(tile_b);
@@ -452,7 +464,6 @@ unsafe fn transpose<E: Copy>(
         }
         // Streaming stores: tiles are built in an L1-resident staging buffer
         // whose rows are then streamed out, so no destination line is read.
-        let tb_full = tile_b.min(count_b);
         let mut stage = if non_temporal {
             take_stage(tile_a.min(count_a) * tb_full * es)
         } else {
@@ -497,12 +508,12 @@ unsafe fn transpose<E: Copy>(
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
             if non_temporal {
-                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, kernel);
+                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, staged);
                 for (i, &dr) in dst_rows[..ta].iter().enumerate() {
                     stream_bytes(stage.as_ptr().add(stage_rows[i]), dst.add(dr), tb * es);
                 }
             } else {
-                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, kernel);
+                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, direct);
             }
         }
         if non_temporal {

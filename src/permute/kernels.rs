@@ -119,6 +119,7 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
         na: k.na,
         nb: k.nb,
         func: k.func,
+        trusted: k.trusted.map(|f| (f, k.src_contiguous, k.dst_contiguous)),
     })
 }
 
@@ -136,6 +137,27 @@ pub struct TileKernel {
     /// Source rows (= elements per destination row).
     pub nb: usize,
     pub func: TileFn,
+    /// `func` without its per-call check that the rows it expects back to back
+    /// are (source rows `na` elements apart, destination rows `nb` apart), with
+    /// which side it expects so: (trusted function, source side, destination side).
+    pub trusted: Option<(TileFn, bool, bool)>,
+}
+
+impl TileKernel {
+    /// The function to call when the source rows are known to be `src_step`
+    /// bytes apart (if a single arithmetic sequence) and the destination rows
+    /// `dst_step` apart: the unchecked network where those steps are the ones
+    /// it expects, else the checked one.
+    pub fn func_for(&self, es: usize, src_step: Option<usize>, dst_step: Option<usize>) -> TileFn {
+        match self.trusted {
+            Some((f, src_side, dst_side))
+                if (!src_side || src_step == Some(self.na * es)) && (!dst_side || dst_step == Some(self.nb * es)) =>
+            {
+                f
+            }
+            _ => self.func,
+        }
+    }
 }
 
 /// The micro-kernel for `family` and element size, if the family has one.
@@ -160,7 +182,12 @@ fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
         16 => transpose_8x8_portable::<u128>,
         _ => return None,
     };
-    Some(TileKernel { na: 8, nb: 8, func })
+    Some(TileKernel {
+        na: 8,
+        nb: 8,
+        func,
+        trusted: None,
+    })
 }
 
 /// Portable 8×8 tile: load eight source rows, store eight destination rows.

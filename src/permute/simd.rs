@@ -20,6 +20,9 @@ pub struct GenKernel {
     /// Shuffle instructions in its network.
     pub shuffles: usize,
     pub func: TileFn,
+    /// For kernels with back-to-back rows: the same network without the per-call
+    /// check, for callers whose offset tables are back to back by construction.
+    pub trusted: Option<TileFn>,
 }
 
 #[cfg(target_arch = "x86_64")]
