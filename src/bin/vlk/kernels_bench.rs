@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use vlkernels::permute::kernels::{available, generated_tables, KernelFamily};
+use vlkernels::permute::kernels::{available, generated_tables, KernelFamily, TileFn};
 use vlkernels::permute::simd::GenKernel;
 use vlkernels::{Error, Result};
 
@@ -122,7 +122,7 @@ fn time_per_call(repeats: usize, min_ms: u64, mut f: impl FnMut()) -> f64 {
 
 struct Row {
     family: &'static str,
-    name: &'static str,
+    name: String,
     shuffles: usize,
     bytes: usize,
     ns_per_call: f64,
@@ -153,8 +153,8 @@ impl Tile {
 
     /// # Safety
     /// The kernel's ISA must be available on this CPU.
-    unsafe fn run(&mut self, k: &GenKernel) {
-        (k.func)(
+    unsafe fn run(&mut self, func: TileFn) {
+        func(
             self.src.as_ptr(),
             self.src_rows.as_ptr(),
             self.dst.as_mut_ptr(),
@@ -209,25 +209,31 @@ pub fn run(args: KernelsBenchArgs) -> Result<()> {
             if args.filter.as_deref().is_some_and(|s| !k.name.contains(s)) {
                 continue;
             }
-            let mut tile = Tile::new(k);
-            // SAFETY: the family is available on this CPU and every row lies inside the tile.
-            unsafe { tile.run(k) };
-            if !tile.is_transposed(k) {
-                return Err(Error::invalid(format!("self-check failed: {} is wrong", k.name)));
+            // The checked entry point, and the unchecked one where the kernel has it.
+            let variants = std::iter::once((k.name.to_string(), k.func))
+                .chain(k.trusted.map(|t| (format!("{}_trusted", k.name), t)));
+            for (name, func) in variants {
+                let mut tile = Tile::new(k);
+                // SAFETY: the family is available on this CPU and every row lies inside the tile,
+                // back to back on both sides.
+                unsafe { tile.run(func) };
+                if !tile.is_transposed(k) {
+                    return Err(Error::invalid(format!("self-check failed: {name} is wrong")));
+                }
+                let bytes = 2 * k.na * k.nb * k.elem_bytes;
+                // SAFETY: as above.
+                let t = time_per_call(args.repeats, args.min_ms, || unsafe { tile.run(black_box(func)) });
+                let gib = (1u64 << 30) as f64;
+                rows.push(Row {
+                    family: f.name(),
+                    name,
+                    shuffles: k.shuffles,
+                    bytes,
+                    ns_per_call: t * 1e9,
+                    gibs: bytes as f64 / t / gib,
+                    bytes_per_cycle: bytes as f64 / (t * hz),
+                });
             }
-            let bytes = 2 * k.na * k.nb * k.elem_bytes;
-            // SAFETY: as above.
-            let t = time_per_call(args.repeats, args.min_ms, || unsafe { tile.run(black_box(k)) });
-            let gib = (1u64 << 30) as f64;
-            rows.push(Row {
-                family: f.name(),
-                name: k.name,
-                shuffles: k.shuffles,
-                bytes,
-                ns_per_call: t * 1e9,
-                gibs: bytes as f64 / t / gib,
-                bytes_per_cycle: bytes as f64 / (t * hz),
-            });
         }
     }
     print_rows(&rows, copy_gibs, args.markdown);
