@@ -184,6 +184,14 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     assert!(forced.unwrap().non_temporal());
     check_case(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts, 21);
     check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts, 22);
+    // Runs are streamed only when they are whole lines at line-aligned places.
+    let runs_aligned = PermutePlan::new(&[96, 75, 16, 80], &[2, 1, 0, 3], 4, &opts).unwrap();
+    assert_eq!(runs_aligned.strategy(), &vlkernels::permute::Strategy::Runs);
+    assert!(runs_aligned.non_temporal(), "{}", runs_aligned.describe());
+    let runs_odd = PermutePlan::new(&[350, 16, 16, 5, 19], &[1, 3, 2, 0, 4], 4, &opts).unwrap();
+    assert_eq!(runs_odd.strategy(), &vlkernels::permute::Strategy::Runs);
+    assert!(!runs_odd.non_temporal(), "{}", runs_odd.describe());
+    check_case(&[350, 16, 16, 5, 19], &[1, 3, 2, 0, 4], 4, &opts, 23);
 }
 
 #[test]
