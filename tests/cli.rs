@@ -73,6 +73,7 @@ fn cli_errors_name_the_bad_value_and_exit_non_zero() {
             "/nonexistent/in.npy",
         ),
         (vec!["bench", "memory", "--mib", "4"], "--mib 4"),
+        (vec!["bench", "memory", "--threads", "0"], "--threads 0"),
     ];
     let unsupported = fixture("unsupported_c8.npy");
     let mut cases = cases;

@@ -21,6 +21,11 @@ pub struct MemoryBenchArgs {
     /// Timed repetitions per pattern (median reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Threads for the memcpy, the transpose traffic and the engine's transpose (each
+    /// thread takes a contiguous share); the one-sided read and write patterns, which
+    /// describe one core, run only with 1.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 /// The buffer seen as rows of this many bytes (the row pitch of a 7264-wide f32 matrix).
@@ -61,7 +66,7 @@ impl Pattern {
             Pattern::StagedTile { visit, tile_rows } => {
                 format!("transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows",)
             }
-            Pattern::Transpose => "transpose (vlkernels::permute, f32, 1 thread)".into(),
+            Pattern::Transpose => "transpose (vlkernels::permute, f32)".into(),
         }
     }
 
@@ -79,6 +84,10 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
     if args.mib < 8 {
         return Err(Error::invalid(format!("--mib {}: use at least 8 MiB", args.mib)));
     }
+    if args.threads == 0 {
+        return Err(Error::invalid("--threads 0: need at least one thread"));
+    }
+    let threads = args.threads;
     // A multiple of 16 rows, so the transposed rows (rows × 4 bytes) start on cache lines.
     let rows = (args.mib << 20) / ROW_BYTES / 16 * 16;
     let bytes = rows * ROW_BYTES;
@@ -89,7 +98,7 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
     let mut dst = huge_page_buffer(bytes);
     let mut copy = huge_page_buffer(bytes);
     copy.copy_from_slice(&src);
-    let patterns = [
+    let one_sided = [
         Pattern::ReadSequential,
         Pattern::ReadRows {
             open: 8,
@@ -105,6 +114,8 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         Pattern::WriteSequential,
         Pattern::WritePieces { piece: 256 },
         Pattern::WritePieces { piece: 64 },
+    ];
+    let traffic = [
         Pattern::StagedTile {
             visit: 4096,
             tile_rows: 64,
@@ -131,14 +142,20 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         },
         Pattern::Transpose,
     ];
+    let patterns: Vec<Pattern> = if threads == 1 {
+        one_sided.iter().chain(&traffic).copied().collect()
+    } else {
+        eprintln!("note: the one-sided read and write patterns describe one core; with --threads {threads} only the traffic rows run");
+        traffic.to_vec()
+    };
     let plan = vlkernels::PermutePlan::new(
         &[rows, ROW_BYTES / 4],
         &[1, 0],
         4,
-        &vlkernels::PermuteOptions::default().with_threads(1),
+        &vlkernels::PermuteOptions::default().with_threads(threads),
     )?;
     println!(
-        "1 thread, {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy counts read + written",
+        "{threads} thread(s), {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy ({threads} thread(s), a contiguous share each) counts read + written",
         bytes >> 20
     );
     println!(
@@ -150,10 +167,10 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         let (mut t_copy, mut t_probe) = (Vec::new(), Vec::new());
         for _ in 0..args.reps.max(1) + 1 {
             let t = Instant::now();
-            copy.copy_from_slice(&src);
+            parallel_copy(&src, &mut copy, threads);
             t_copy.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, &plan)?);
+            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, threads, &plan)?);
             t_probe.push(t.elapsed().as_secs_f64());
         }
         // The first round warms up (page faults, frequency).
@@ -179,7 +196,24 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize, plan: &vlkernels::PermutePlan) -> Result<u64> {
+/// memcpy on `threads` threads, each copying one contiguous share.
+fn parallel_copy(src: &[u8], dst: &mut [u8], threads: usize) {
+    let share = src.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        for (d, s) in dst.chunks_mut(share).zip(src.chunks(share)) {
+            sc.spawn(move || d.copy_from_slice(s));
+        }
+    });
+}
+
+fn probe(
+    p: Pattern,
+    src: &[u8],
+    dst: &mut [u8],
+    rows: usize,
+    threads: usize,
+    plan: &vlkernels::PermutePlan,
+) -> Result<u64> {
     Ok(match p {
         Pattern::ReadSequential => read_rows(src, rows, 1, ROW_BYTES),
         Pattern::ReadRows { open, piece } => read_rows(src, rows, open, piece),
@@ -192,7 +226,16 @@ fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize, plan: &vlkernels::
             0
         }
         Pattern::StagedTile { visit, tile_rows } => {
-            staged_tiles(src, dst, rows, visit, tile_rows);
+            // Each thread takes a contiguous range of source rows (whole tiles, so its
+            // destination pieces are its own and start on cache lines).
+            let per = rows.div_ceil(threads).div_ceil(tile_rows) * tile_rows;
+            let out = Shared(dst.as_mut_ptr(), dst.len());
+            std::thread::scope(|sc| {
+                for r0 in (0..rows).step_by(per) {
+                    let r1 = (r0 + per).min(rows);
+                    sc.spawn(move || staged_tiles(src, out, rows, r0..r1, visit, tile_rows));
+                }
+            });
             0
         }
         Pattern::Transpose => {
@@ -205,16 +248,23 @@ fn probe(p: Pattern, src: &[u8], dst: &mut [u8], rows: usize, plan: &vlkernels::
     })
 }
 
+/// The destination buffer shared by threads that write disjoint pieces of it.
+#[derive(Clone, Copy)]
+struct Shared(*mut u8, usize);
+// SAFETY: threads given a `Shared` write only the pieces of their own source rows.
+unsafe impl Send for Shared {}
+
 /// See [`Pattern::StagedTile`]: source rows of [`ROW_BYTES`], destination rows of
-/// `rows * 4` bytes (the transposed matrix), tiles walked along the destination.
-fn staged_tiles(src: &[u8], dst: &mut [u8], rows: usize, visit: usize, tile_rows: usize) {
+/// `rows * 4` bytes (the transposed matrix), tiles walked along the destination; this
+/// call moves the source rows `part`.
+fn staged_tiles(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usize>, visit: usize, tile_rows: usize) {
     let dst_pitch = rows * 4;
     let mut stage = STAGE.with(|s| s.take());
     stage.resize(visit * tile_rows, 0);
     for c0 in (0..ROW_BYTES).step_by(visit) {
         let vis = visit.min(ROW_BYTES - c0);
-        for r0 in (0..rows).step_by(tile_rows) {
-            let tr = tile_rows.min(rows - r0);
+        for r0 in part.clone().step_by(tile_rows) {
+            let tr = tile_rows.min(part.end - r0);
             // Reads: eight source rows at a time along the visit, as the engine's tiles do.
             for g in (0..tr).step_by(8) {
                 for r in g..(g + 8).min(tr) {
@@ -227,7 +277,11 @@ fn staged_tiles(src: &[u8], dst: &mut [u8], rows: usize, visit: usize, tile_rows
             for col in 0..vis / 4 {
                 let at = (c0 / 4 + col) * dst_pitch + r0 * 4;
                 let from = col * piece;
-                stream_copy(&stage[from..from + piece], &mut dst[at..at + piece]);
+                assert!(at + piece <= dst.1, "piece inside the destination");
+                // SAFETY: in bounds (checked), and no other thread writes these bytes:
+                // they belong to this call's source rows.
+                let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add(at), piece) };
+                stream_copy(&stage[from..from + piece], out);
             }
         }
     }
