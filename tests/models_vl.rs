@@ -587,6 +587,26 @@ fn cli_run_with_a_text_prompt_puts_the_image_span_first() {
     ]);
     assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
     assert_eq!(ids_line(&stdout), ids_line(&String::from_utf8_lossy(&o2.stdout)));
+    // Two images with a text prompt: both spans, in flag order, then the text.
+    let o3 = vlk(&[
+        "run",
+        "--model",
+        m,
+        "--image",
+        img.to_str().unwrap(),
+        "--image",
+        img.to_str().unwrap(),
+        "--prompt",
+        "hello world",
+        "--max-new-tokens",
+        "1",
+    ]);
+    assert!(o3.status.success(), "{}", String::from_utf8_lossy(&o3.stderr));
+    let stdout3 = String::from_utf8_lossy(&o3.stdout);
+    assert!(
+        stdout3.contains(&format!("prompt ids: {span}{span}12,31\n")),
+        "{stdout3}"
+    );
 
     // Errors: ids without the image span, an image on a text-only model, a missing image.
     for (args, want) in [
