@@ -505,18 +505,14 @@ fn cli_run_takes_several_images_in_prompt_order() {
         let want = generate([0, 1]);
         // The order of the images changes the output, so the check below sees it.
         assert_ne!(want, generate([1, 0]), "{name}");
-        let mut args = vec!["run".to_string(), "--model".into(), dir.to_str().unwrap().into()];
+        // `vlk run --model DIR --image A --image B`, then the prompt flags.
+        let mut with_images = vec!["run", "--model", dir.to_str().unwrap()];
         for p in &images {
-            args.extend(["--image".into(), p.to_str().unwrap().into()]);
+            with_images.extend(["--image", p.to_str().unwrap()]);
         }
-        args.extend([
-            "--input-ids".into(),
-            join(&short),
-            "--max-new-tokens".into(),
-            "8".into(),
-            "--ignore-eos".into(),
-        ]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let short_ids = join(&short);
+        let mut args = with_images.clone();
+        args.extend(["--input-ids", &short_ids, "--max-new-tokens", "8", "--ignore-eos"]);
         let o = vlk(&args);
         assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
         let stdout = String::from_utf8_lossy(&o.stdout);
@@ -533,7 +529,7 @@ fn cli_run_takes_several_images_in_prompt_order() {
             "{name}: {stderr}"
         );
         // Two images but one span in the ids: an error naming both counts.
-        let mut args = args[..7].to_vec();
+        let mut args = with_images;
         args.extend(["--input-ids", "11,498,500,499,33", "--max-new-tokens", "2"]);
         expect_vlk_error(&args, "1 image span(s) (token 500) but 2 grid(s)");
     }

@@ -252,6 +252,24 @@ fn staged_runs_at_patchify_shapes() {
 }
 
 #[test]
+fn stream_copy_copies_every_byte_and_rejects_unequal_lengths() {
+    // Odd lengths and offsets: unaligned heads and tails around the streamed body.
+    let src = random_bytes(4096 + 77, 3);
+    for (start, len) in [(0, 0), (1, 31), (3, 64), (5, 1000), (0, 4096 + 77)] {
+        let mut dst = vec![POISON; len + 9];
+        vlkernels::permute::stream_copy(&src[start..start + len], &mut dst[7..7 + len]).unwrap();
+        vlkernels::permute::stream_fence();
+        assert_eq!(&dst[7..7 + len], &src[start..start + len], "{start} {len}");
+        assert!(dst[..7].iter().chain(&dst[7 + len..]).all(|&b| b == POISON));
+    }
+    let mut short = [0u8; 3];
+    expect_err(
+        vlkernels::permute::stream_copy(&[1, 2, 3, 4], &mut short),
+        "4 bytes into 3 bytes",
+    );
+}
+
+#[test]
 fn small_innermost_extents() {
     // HWC→CHW with 3 channels, ViT patchify (14-pixel rows), all-2 reversals.
     let cases: Vec<(Vec<usize>, Vec<usize>, usize)> = vec![

@@ -321,6 +321,12 @@ pub fn block_body(p: &Problem, net: &Network, at: &Addressing, out: &mut String)
     }
 }
 
+/// Whether the kernel expects rows back to back on some side, and so also
+/// comes as `<name>_trusted` (see [`kernel_fn`]).
+fn has_trusted(p: &Problem) -> bool {
+    p.src == Rows::Contiguous || p.dst == Rows::Contiguous
+}
+
 /// One `TileFn` kernel. A kernel that expects rows back to back comes as two
 /// functions: `<name>_trusted`, the network alone, for callers that know their
 /// offset tables are back to back (a one-axis group of the right stride), and
@@ -331,7 +337,6 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
     let isa = Isa::new(p.isa);
     let es = p.elem_bits / 8;
     let mut out = String::new();
-    let contiguous = p.src == Rows::Contiguous || p.dst == Rows::Contiguous;
     let doc = format!(
         "/// {}x{} block of {}-bit elements (source rows{}, destination rows{}): {} shuffles, cost {}.",
         p.nb,
@@ -359,7 +364,7 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
     );
     let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(p.isa));
     let _ = writeln!(out, "pub unsafe fn {}{signature} {{", p.fn_name());
-    if !contiguous {
+    if !has_trusted(p) {
         kernel_body(p, net, &mut out);
         out.push_str("}\n");
         return out;
@@ -483,7 +488,7 @@ pub fn registry_file(all: &[(Problem, Network)]) -> String {
                 net.len(),
                 module_name(isa),
                 p.fn_name(),
-                if p.src == Rows::Contiguous || p.dst == Rows::Contiguous {
+                if has_trusted(p) {
                     format!("Some(super::{}::{}_trusted)", module_name(isa), p.fn_name())
                 } else {
                     "None".to_string()

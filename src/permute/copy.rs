@@ -145,7 +145,7 @@ unsafe fn stream_bytes_avx(src: *const u8, dst: *mut u8, len: usize) {
 
 /// Orders earlier streaming stores before later stores (x86-64 `sfence`).
 #[inline]
-pub(crate) fn stream_fence() {
+pub fn stream_fence() {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: sfence has no preconditions; SSE is in the x86-64 baseline.
     unsafe {

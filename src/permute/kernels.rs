@@ -119,7 +119,9 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
         na: k.na,
         nb: k.nb,
         func: k.func,
-        trusted: k.trusted.map(|f| (f, k.src_contiguous, k.dst_contiguous)),
+        trusted: k.trusted,
+        src_contiguous: k.src_contiguous,
+        dst_contiguous: k.dst_contiguous,
     })
 }
 
@@ -138,9 +140,12 @@ pub struct TileKernel {
     pub nb: usize,
     pub func: TileFn,
     /// `func` without its per-call check that the rows it expects back to back
-    /// are (source rows `na` elements apart, destination rows `nb` apart), with
-    /// which side it expects so: (trusted function, source side, destination side).
-    pub trusted: Option<(TileFn, bool, bool)>,
+    /// are (source rows `na` elements apart, destination rows `nb` apart).
+    pub trusted: Option<TileFn>,
+    /// The kernel expects source rows back to back.
+    pub src_contiguous: bool,
+    /// The kernel expects destination rows back to back.
+    pub dst_contiguous: bool,
 }
 
 impl TileKernel {
@@ -149,12 +154,10 @@ impl TileKernel {
     /// `dst_step` apart: the unchecked network where those steps are the ones
     /// it expects, else the checked one.
     pub fn func_for(&self, es: usize, src_step: Option<usize>, dst_step: Option<usize>) -> TileFn {
+        let src_ok = !self.src_contiguous || src_step == Some(self.na * es);
+        let dst_ok = !self.dst_contiguous || dst_step == Some(self.nb * es);
         match self.trusted {
-            Some((f, src_side, dst_side))
-                if (!src_side || src_step == Some(self.na * es)) && (!dst_side || dst_step == Some(self.nb * es)) =>
-            {
-                f
-            }
+            Some(f) if src_ok && dst_ok => f,
             _ => self.func,
         }
     }
@@ -187,6 +190,8 @@ fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
         nb: 8,
         func,
         trusted: None,
+        src_contiguous: false,
+        dst_contiguous: false,
     })
 }
 

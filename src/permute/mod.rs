@@ -14,6 +14,7 @@ mod staged_runs;
 pub mod suites;
 pub mod tune;
 
+pub use copy::stream_fence;
 pub use kernels::KernelFamily;
 pub use options::{NonTemporal, PermuteOptions};
 pub use plan::{BlockOrder, Dim, PermutePlan, Strategy, Tuning};
@@ -92,6 +93,23 @@ pub fn permute<T: Pod>(src: &[T], shape: &[usize], perm: &[usize], dst: &mut [T]
         )));
     }
     plan.execute(src, dst)
+}
+
+/// Copies `from` into `to` with the streaming stores the engine writes its
+/// staged tiles with (32-byte stores on the aligned body, ordinary stores at the
+/// ends; plain copies off x86-64). Call [`stream_fence`] before another thread
+/// reads `to`. Lengths must match.
+pub fn stream_copy(from: &[u8], to: &mut [u8]) -> Result<()> {
+    if from.len() != to.len() {
+        return Err(Error::ShapeMismatch(format!(
+            "stream_copy of {} bytes into {} bytes",
+            from.len(),
+            to.len()
+        )));
+    }
+    // SAFETY: both slices hold `len` bytes and cannot overlap (& and &mut).
+    unsafe { copy::stream_bytes(from.as_ptr(), to.as_mut_ptr(), to.len()) };
+    Ok(())
 }
 
 /// Permutes a strided source view: axis `i` has extent `shape[i]` and

@@ -185,41 +185,34 @@ impl PermutePlan {
                 non_temporal,
             )
         };
-        // Staged runs gather each slab in cache and write it out whole: streaming
-        // those writes measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify
-        // (22 MiB) against 0.60–0.79 with ordinary stores.
-        if opts.non_temporal == NonTemporal::Auto && matches!(strategy, Strategy::StagedRuns { .. }) {
-            non_temporal = true;
-            defaults.non_temporal = true;
-        }
-        // Streaming stores to destination rows that do not start on a cache
-        // line leave partial lines at both ends of every piece, which memory
-        // completes with a read-modify-write: ordinary stores (the lines stay
-        // in cache until the neighbouring tile fills them) measured up to 1.8×
-        // faster on such cases (f64 (61,59,63,57)→(3,2,1,0), 6-D reversals).
-        if let Strategy::Transpose { dst_group, .. } = &strategy {
-            if opts.non_temporal == NonTemporal::Auto && non_temporal && unaligned_dst_rows(&dims, dst_group, line) {
-                // Long tiles still, with 512-byte destination pieces walked
-                // along the destination (measured best of the tuner's shapes).
-                non_temporal = false;
-                defaults.non_temporal = false;
-                defaults.tile_b = (512 / elem_bytes).max(8);
-                defaults.block_order = BlockOrder::DstFastest;
-                strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes, false);
+        // The automatic store choice, by strategy. Streaming stores that write
+        // part of a line are completed in memory with a read-modify-write, so
+        // the layouts that would leave partial lines keep ordinary stores.
+        if opts.non_temporal == NonTemporal::Auto {
+            let unaligned_transpose = matches!(&strategy,
+                Strategy::Transpose { dst_group, .. } if unaligned_dst_rows(&dims, dst_group, line));
+            match strategy {
+                // Each slab is gathered in cache and written out whole: streaming
+                // measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify (22 MiB)
+                // against 0.60–0.79 with ordinary stores.
+                Strategy::StagedRuns { .. } => non_temporal = true,
+                // Destination rows that start inside lines: ordinary stores (the
+                // lines stay in cache until the neighbouring tile fills them)
+                // measured up to 1.8× faster (f64 (61,59,63,57)→(3,2,1,0), 6-D
+                // reversals), with long tiles of 512-byte destination pieces
+                // walked along the destination (the tuner's best shape).
+                Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
+                    non_temporal = false;
+                    defaults.tile_b = (512 / elem_bytes).max(8);
+                    defaults.block_order = BlockOrder::DstFastest;
+                    strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes, false);
+                }
+                // Runs are streamed one by one: unless each is whole lines at
+                // line-aligned places (an odd-length case measured 0.04 × memcpy).
+                Strategy::Runs if non_temporal && !whole_line_runs(&dims, elem_bytes) => non_temporal = false,
+                _ => {}
             }
-        }
-        // Runs are streamed one by one: a run that is not whole cache lines at
-        // line-aligned places leaves partial lines, which memory completes with a
-        // read-modify-write (an odd-length runs case measured 0.04 × memcpy so).
-        if opts.non_temporal == NonTemporal::Auto && strategy == Strategy::Runs && non_temporal {
-            let line_bytes = line * elem_bytes;
-            let (run, outer) = dims.split_last().expect("runs have two axes");
-            if (run.extent * elem_bytes) % line_bytes != 0
-                || outer.iter().any(|d| (d.dst_stride * elem_bytes) % line_bytes != 0)
-            {
-                non_temporal = false;
-                defaults.non_temporal = false;
-            }
+            defaults.non_temporal = non_temporal;
         }
         let plan = PermutePlan {
             shape: shape.to_vec(),
@@ -403,6 +396,15 @@ pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usi
 /// Elements per 64-byte cache line (at least one).
 fn line_elems(elem_bytes: usize) -> usize {
     (64 / elem_bytes).max(1)
+}
+
+/// Whether every run of a `Runs` problem is whole cache lines starting on a line.
+fn whole_line_runs(dims: &[Dim], elem_bytes: usize) -> bool {
+    let line_bytes = line_elems(elem_bytes) * elem_bytes;
+    let Some((run, outer)) = dims.split_last() else {
+        return true;
+    };
+    (run.extent * elem_bytes) % line_bytes == 0 && outer.iter().all(|d| (d.dst_stride * elem_bytes) % line_bytes == 0)
 }
 
 /// Whether some destination row of a transpose (a fixed index of every axis

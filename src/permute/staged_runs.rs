@@ -14,14 +14,14 @@ use super::exec::{give_stage, group_offsets, parallel, take_stage, Odometer, Ptr
 use super::plan::Dim;
 
 /// Runs up to this many bytes are worth staging; longer ones stream well alone.
-pub(crate) const MAX_RUN_BYTES: usize = 256;
+const MAX_RUN_BYTES: usize = 256;
 /// The source stretch feeding a slab must be at least this long (a long read stream).
 const MIN_STRETCH_BYTES: usize = 16 << 10;
 /// The largest slab (the stage lives in L2 or L3).
 const MAX_SLAB_BYTES: usize = 2 << 20;
 /// Below this size source and destination sit in cache, where the extra pass
 /// through the stage is pure cost.
-pub(crate) const MIN_TOTAL_BYTES: usize = 8 << 20;
+const MIN_TOTAL_BYTES: usize = 8 << 20;
 
 /// Where the slab starts: the largest `split` such that the axes `dims[split..]`
 /// (a contiguous block of the destination) hold at most [`MAX_SLAB_BYTES`] and

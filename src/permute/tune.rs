@@ -201,7 +201,8 @@ fn time_plan(plan: &PermutePlan, src: &[u8], dst: &mut [u8], reps: usize) -> Res
 }
 
 /// Measures every candidate for the problem, confirms the fastest against the
-/// default in interleaved re-timings, stores the choice in `cache` and returns it. `progress(i, n)` is called after each candidate.
+/// default in interleaved re-timings, stores the choice in `cache` and returns
+/// it. `progress(i, n)` is called after each candidate.
 pub fn tune_problem(
     shape: &[usize],
     perm: &[usize],

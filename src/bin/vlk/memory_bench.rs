@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use vlkernels::buffer::huge_page_buffer;
+use vlkernels::permute::{stream_copy, stream_fence};
 use vlkernels::{Error, Result};
 
 #[derive(clap::Args)]
@@ -230,12 +231,16 @@ fn probe(
             // destination pieces are its own and start on cache lines).
             let per = rows.div_ceil(threads).div_ceil(tile_rows) * tile_rows;
             let out = Shared(dst.as_mut_ptr(), dst.len());
-            std::thread::scope(|sc| {
-                for r0 in (0..rows).step_by(per) {
-                    let r1 = (r0 + per).min(rows);
-                    sc.spawn(move || staged_tiles(src, out, rows, r0..r1, visit, tile_rows));
-                }
-            });
+            if threads == 1 {
+                staged_tiles(src, out, rows, 0..rows, visit, tile_rows);
+            } else {
+                std::thread::scope(|sc| {
+                    for r0 in (0..rows).step_by(per) {
+                        let r1 = (r0 + per).min(rows);
+                        sc.spawn(move || staged_tiles(src, out, rows, r0..r1, visit, tile_rows));
+                    }
+                });
+            }
             0
         }
         Pattern::Transpose => {
@@ -281,7 +286,7 @@ fn staged_tiles(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usiz
                 // SAFETY: in bounds (checked), and no other thread writes these bytes:
                 // they belong to this call's source rows.
                 let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add(at), piece) };
-                stream_copy(&stage[from..from + piece], out);
+                stream_copy(&stage[from..from + piece], out).expect("equal lengths");
             }
         }
     }
@@ -291,34 +296,6 @@ fn staged_tiles(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usiz
 
 thread_local! {
     static STAGE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Copies with streaming stores where the CPU has them (AVX2 implies AVX).
-fn stream_copy(from: &[u8], to: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if vlkernels::cpu_features().avx2 {
-        // SAFETY: AVX is present; the stores stay inside `to`, the loads inside `from`.
-        return unsafe { stream_copy_avx(from, to) };
-    }
-    to.copy_from_slice(from);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn stream_copy_avx(from: &[u8], to: &mut [u8]) {
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
-    let p = to.as_mut_ptr();
-    let head = p.align_offset(32).min(to.len());
-    to[..head].copy_from_slice(&from[..head]);
-    let mut off = head;
-    while off + 32 <= to.len() {
-        _mm256_stream_si256(
-            p.add(off) as *mut __m256i,
-            _mm256_loadu_si256(from.as_ptr().add(off) as *const __m256i),
-        );
-        off += 32;
-    }
-    to[off..].copy_from_slice(&from[off..]);
 }
 
 /// Reads `open` rows at a time in 32-byte steps taken from each row in turn,
@@ -385,12 +362,4 @@ unsafe fn stream_fill_avx(out: &mut [u8]) {
         off += 32;
     }
     out[off..].fill(1);
-}
-
-fn stream_fence() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: sfence has no preconditions; SSE is in the x86-64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_sfence()
-    };
 }

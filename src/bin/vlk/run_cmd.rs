@@ -116,7 +116,7 @@ fn run_vl(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>, opts: &Gene
     let model = VlModel::open(&args.model)?;
     eprintln!("loaded in {:.2} s", t.elapsed().as_secs_f64());
     let mut processed = Vec::with_capacity(args.image.len());
-    let t = Instant::now();
+    let images_start = Instant::now();
     if !args.image.is_empty() {
         let cfg = ProcessorConfig::from_model_dir(&args.model, ProcessorFlavor::Fast)?;
         for path in &args.image {
@@ -132,7 +132,7 @@ fn run_vl(args: &RunArgs, tokenizer: Option<&tokenizers::Tokenizer>, opts: &Gene
             processed.push(p);
         }
     }
-    let preprocess = (!processed.is_empty()).then(|| t.elapsed());
+    let preprocess = (!processed.is_empty()).then(|| images_start.elapsed());
     let grids: Vec<[usize; 3]> = processed.iter().map(|p| p.grid_thw).collect();
     if !processed.is_empty() {
         ids = if args.prompt.is_some() {
