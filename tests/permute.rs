@@ -162,18 +162,65 @@ fn rectangular_tiles_at_edges() {
 }
 
 #[test]
+fn carried_lines_at_unaligned_destination_rows() {
+    // Streaming stores walking along the destination: each destination row's partial last
+    // line waits for the row's next piece. Rows start at every offset inside a line, the
+    // last piece of a row may be shorter than the rest of its line, and worker ranges
+    // split rows (the carry is then written with ordinary stores).
+    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
+        (vec![77, 301], vec![1, 0]),
+        (vec![301, 77], vec![1, 0]),
+        (vec![61, 9, 13, 11], vec![3, 2, 1, 0]),
+        (vec![5, 7, 33, 40], vec![2, 3, 1, 0]),
+        (vec![9, 11, 6, 17], vec![3, 1, 0, 2]),
+    ];
+    // (tile, tile_b): pieces of one line up to many, and pieces too short to carry.
+    let tunings = [(40usize, 16usize), (24, 24), (512, 64), (8, 40), (64, 8)];
+    for (shape, perm) in &cases {
+        for &(tile, tile_b) in &tunings {
+            for threads in 1..=3 {
+                let t = vlkernels::Tuning {
+                    tile,
+                    tile_b,
+                    group: 4096,
+                    block_order: vlkernels::BlockOrder::DstFastest,
+                    non_temporal: true,
+                    threads,
+                };
+                let opts = PermuteOptions::default();
+                check_tuned_n::<1>(shape, perm, &opts, Some(&t), 6);
+                check_tuned_n::<2>(shape, perm, &opts, Some(&t), 7);
+                check_tuned_n::<4>(shape, perm, &opts, Some(&t), 8);
+                check_tuned_n::<8>(shape, perm, &opts, Some(&t), 9);
+                check_tuned_n::<16>(shape, perm, &opts, Some(&t), 10);
+            }
+        }
+    }
+}
+
+#[test]
 fn streaming_sizes_choose_stores_by_destination_alignment() {
-    // Outputs of 32 MiB and more stream their stores, except transposes whose destination
-    // rows start inside cache lines: those keep ordinary stores. Both are checked in full.
+    // Outputs of 32 MiB and more stream their stores. Transposes whose destination rows
+    // start inside cache lines walk along the destination (carrying partial lines) and
+    // stream on several threads or with 8-byte elements; 2- and 4-byte elements on one
+    // thread keep ordinary stores. All are checked in full.
     let opts = PermuteOptions::default().with_threads(2);
     let aligned = PermutePlan::new(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts).unwrap();
     assert!(aligned.non_temporal(), "{}", aligned.describe());
     let unaligned = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts).unwrap();
-    assert!(!unaligned.non_temporal(), "{}", unaligned.describe());
+    assert!(unaligned.non_temporal(), "{}", unaligned.describe());
+    assert_eq!(unaligned.tuning().block_order, vlkernels::BlockOrder::DstFastest);
     assert!(matches!(
         unaligned.strategy(),
         vlkernels::permute::Strategy::Transpose { .. }
     ));
+    let one = opts.clone().with_threads(1);
+    let unaligned_one = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one).unwrap();
+    assert!(!unaligned_one.non_temporal(), "{}", unaligned_one.describe());
+    let unaligned_f64 = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one).unwrap();
+    assert!(unaligned_f64.non_temporal(), "{}", unaligned_f64.describe());
+    check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one, 24);
+    check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one, 25);
     // Asking for streaming stores explicitly is obeyed.
     let forced = PermutePlan::new(
         &[61, 59, 63, 57],

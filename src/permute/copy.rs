@@ -143,6 +143,60 @@ unsafe fn stream_bytes_avx(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// The bytes of one cache line that a piece of a destination row has written
+/// so far, kept for the next piece of the same row (see [`stream_lines_carried`]).
+pub(crate) type LineCarry = [u8; 64];
+
+/// Copies `len` bytes like [`stream_bytes`] but streams whole cache lines only,
+/// so rows that start inside lines cost no read-modify-write in memory.
+///
+/// The line that `dst` starts inside of is completed from `carry` when
+/// `carried` (the previous piece of this row kept its last bytes there) and
+/// streamed; otherwise this piece's part of it goes with ordinary stores.
+/// With `keep`, the partial last line is saved in `carry` for the next piece
+/// of the row, which must then start at `dst + len` and be passed
+/// `carried`; without it the partial line goes with ordinary stores. A piece
+/// passed `keep` must be at least 64 bytes long.
+///
+/// # Safety
+/// As [`stream_bytes`]; with `carried`, `carry` holds the `dst % 64` bytes
+/// that precede `dst` in its line.
+pub(crate) unsafe fn stream_lines_carried(
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    carry: &mut LineCarry,
+    carried: bool,
+    keep: bool,
+) {
+    debug_assert!(!keep || len >= 64, "a kept piece must cross a line boundary");
+    let (mut src, mut dst, mut len) = (src, dst, len);
+    let k = dst as usize % 64;
+    if carried && k != 0 {
+        let take = (64 - k).min(len);
+        std::ptr::copy_nonoverlapping(src, carry.as_mut_ptr().add(k), take);
+        if k + take == 64 {
+            stream_bytes(carry.as_ptr(), dst.sub(k), 64);
+        } else {
+            // The row ends inside this line (only a last piece is this short).
+            debug_assert!(!keep);
+            std::ptr::copy_nonoverlapping(carry.as_ptr(), dst.sub(k), k + take);
+            return;
+        }
+        (src, dst, len) = (src.add(take), dst.add(take), len - take);
+    }
+    let head = dst.align_offset(64).min(len);
+    std::ptr::copy_nonoverlapping(src, dst, head);
+    let body = (len - head) / 64 * 64;
+    stream_bytes(src.add(head), dst.add(head), body);
+    let (at, tail) = (head + body, len - head - body);
+    if keep {
+        std::ptr::copy_nonoverlapping(src.add(at), carry.as_mut_ptr(), tail);
+    } else {
+        std::ptr::copy_nonoverlapping(src.add(at), dst.add(at), tail);
+    }
+}
+
 /// Orders earlier streaming stores before later stores (x86-64 `sfence`).
 #[inline]
 pub fn stream_fence() {

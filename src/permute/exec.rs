@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::copy::{copy_bytes, copy_runs_fn, stream_bytes, stream_fence};
+use super::copy::{copy_bytes, copy_runs_fn, stream_bytes, stream_fence, stream_lines_carried, LineCarry};
 use super::kernels::{self, KernelFamily};
 use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
 
@@ -470,6 +470,16 @@ unsafe fn transpose<E: Copy>(
             Vec::new()
         };
         let stage_rows: Vec<usize> = (0..tile_a.min(count_a)).map(|i| i * tb_full * es).collect();
+        // Walking along the destination, the next tile writes the next piece of
+        // the same destination rows: each row's partial last line waits in
+        // `carry` for it, so rows that start inside lines are streamed whole.
+        let carry_lines = non_temporal && order == BlockOrder::DstFastest && tile_b * es >= 64;
+        let mut carry: Vec<LineCarry> = if carry_lines {
+            vec![[0; 64]; tile_a.min(count_a)]
+        } else {
+            Vec::new()
+        };
+        let (first, end) = (range.start, range.end);
         let mut cached_ba = usize::MAX;
         let mut cached_bb = usize::MAX;
         let mut cached_outer = usize::MAX;
@@ -507,7 +517,17 @@ unsafe fn transpose<E: Copy>(
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
-            if non_temporal {
+            if carry_lines {
+                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, staged);
+                // The previous and next items of this worker are the row's neighbouring
+                // pieces unless a row or the worker's range starts or ends here.
+                let carried = item > first && bb > 0;
+                let keep = item + 1 < end && bb + 1 < blocks_b;
+                for (i, &dr) in dst_rows[..ta].iter().enumerate() {
+                    let from = stage.as_ptr().add(stage_rows[i]);
+                    stream_lines_carried(from, dst.add(dr), tb * es, &mut carry[i], carried, keep);
+                }
+            } else if non_temporal {
                 tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, staged);
                 for (i, &dr) in dst_rows[..ta].iter().enumerate() {
                     stream_bytes(stage.as_ptr().add(stage_rows[i]), dst.add(dr), tb * es);

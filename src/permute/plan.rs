@@ -176,14 +176,7 @@ impl PermutePlan {
         let mut strategy = if numel == 0 {
             Strategy::Empty
         } else {
-            classify(
-                &dims,
-                defaults.tile,
-                defaults.tile_b,
-                defaults.group,
-                elem_bytes,
-                non_temporal,
-            )
+            classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes)
         };
         // The automatic store choice, by strategy. Streaming stores that write
         // part of a line are completed in memory with a read-modify-write, so
@@ -196,16 +189,21 @@ impl PermutePlan {
                 // measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify (22 MiB)
                 // against 0.60–0.79 with ordinary stores.
                 Strategy::StagedRuns { .. } => non_temporal = true,
-                // Destination rows that start inside lines: ordinary stores (the
-                // lines stay in cache until the neighbouring tile fills them)
-                // measured up to 1.8× faster (f64 (61,59,63,57)→(3,2,1,0), 6-D
-                // reversals), with long tiles of 512-byte destination pieces
-                // walked along the destination (the tuner's best shape).
+                // Destination rows that start inside lines: tiles of 512-byte
+                // destination pieces walked along the destination, so each row's
+                // partial last line is carried to its next piece and streamed
+                // whole. On one thread ordinary stores (the lines stay in cache
+                // until the neighbouring tile fills them) measured 5–15 % faster
+                // for 2- and 4-byte elements; with two threads, and for 8-byte
+                // elements, streaming measured 0–30 % faster.
                 Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
-                    non_temporal = false;
+                    non_temporal = threads > 1 || elem_bytes >= 8;
+                    if non_temporal {
+                        defaults.tile = 512;
+                    }
                     defaults.tile_b = (512 / elem_bytes).max(8);
                     defaults.block_order = BlockOrder::DstFastest;
-                    strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes, false);
+                    strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes);
                 }
                 // Runs are streamed one by one: unless each is whole lines at
                 // line-aligned places (an odd-length case measured 0.04 × memcpy).
@@ -267,7 +265,7 @@ impl PermutePlan {
         p.non_temporal = t.non_temporal;
         p.threads = t.threads;
         if p.numel > 0 {
-            p.strategy = classify(&p.dims, t.tile, tile_b, t.group, p.elem_bytes, t.non_temporal);
+            p.strategy = classify(&p.dims, t.tile, tile_b, t.group, p.elem_bytes);
         }
         Ok(p)
     }
@@ -415,14 +413,7 @@ fn unaligned_dst_rows(dims: &[Dim], dst_group: &[usize], line: usize) -> bool {
         .any(|(i, d)| !dst_group.contains(&i) && d.dst_stride % line != 0)
 }
 
-fn classify(
-    dims: &[Dim],
-    side_a: usize,
-    side_b: usize,
-    group: usize,
-    elem_bytes: usize,
-    non_temporal: bool,
-) -> Strategy {
+fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, elem_bytes: usize) -> Strategy {
     let Some(last) = dims.last() else {
         // Every axis had extent 1: one element.
         return Strategy::Copy;
@@ -472,15 +463,6 @@ fn classify(
     }
     // Keep the tile area near side² when one group is short (3 channels,
     // say): the other side grows so each tile still moves a useful amount.
-    // With streaming stores, destination rows that do not start on a cache
-    // line share a line with the neighbouring tile at both ends of every
-    // piece: longer pieces along the destination (same tile area) make those
-    // shared lines rare.
-    let (side_a, side_b) = if non_temporal && unaligned_dst_rows(dims, &dst_group, line) {
-        ((side_a / 8).max(8), side_b * 8)
-    } else {
-        (side_a, side_b)
-    };
     // Grown sides are whole cache lines (`line` elements), so that pieces of
     // neighbouring tiles never share a destination line: a line written in
     // two visits costs a read-modify-write (streaming stores) or a second

@@ -230,17 +230,21 @@ pub fn tune_problem(
     }
     // The fastest of many noisy timings is partly luck: re-time the winner and the
     // default interleaved and keep the winner only if it is still clearly faster.
-    let (mut default_time, mut best_time, mut tuning) = (default_time, best.0, best.1);
-    if tuning != plan.tuning() {
-        let winner = plan.with_tuning(&tuning)?;
+    // A candidate equal to the default may also win by luck: that is one plan,
+    // so it keeps the default's own figure.
+    let (mut default_time, mut best_time, mut tuning) = (default_time, default_time, plan.tuning());
+    if best.1 != plan.tuning() {
+        let winner = plan.with_tuning(&best.1)?;
         let (mut td, mut tw) = (Vec::new(), Vec::new());
         for _ in 0..CONFIRM_ROUNDS {
             td.push(time_plan(&plan, &src, &mut dst, reps)?);
             tw.push(time_plan(&winner, &src, &mut dst, reps)?);
         }
         (default_time, best_time) = (median(td), median(tw));
-        if best_time > default_time * (1.0 - CONFIRM_MARGIN) {
-            (best_time, tuning) = (default_time, plan.tuning());
+        if best_time <= default_time * (1.0 - CONFIRM_MARGIN) {
+            tuning = best.1;
+        } else {
+            best_time = default_time;
         }
     }
     let entry = TuneEntry {
