@@ -117,3 +117,22 @@ fn bench_self_check_runs_on_a_custom_case() {
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("(37,29,3)→(2,0,1)") && table.contains(" ok"), "{table}");
 }
+
+#[test]
+fn bench_memory_prints_every_pattern_on_one_and_two_threads() {
+    // The smallest buffers it accepts; timings are not checked, only that every
+    // pattern ran and printed a row (the band and tile walkers split rows by thread).
+    for threads in ["1", "2"] {
+        let o = vlk(&["bench", "memory", "--mib", "8", "--reps", "1", "--threads", threads]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let table = String::from_utf8_lossy(&o.stdout);
+        for row in [
+            "transpose traffic, no shuffles: tiles 4096 B × 64 rows",
+            "transpose traffic, unstaged: bands of 64 whole rows",
+            "transpose (vlkernels::permute, f32)",
+        ] {
+            assert!(table.contains(row), "{threads} thread(s): no row {row:?} in\n{table}");
+        }
+        assert_eq!(table.contains("read, sequential"), threads == "1", "{table}");
+    }
+}

@@ -5,8 +5,9 @@
 //! writes (streaming stores in pieces of a few lines), which is what bounds a
 //! transpose below a copy on a given machine. Then the whole byte traffic of
 //! staged transposes of several tile shapes, with plain copies in place of the
-//! shuffles, beside the engine's own transpose of the same buffers: how close
-//! any transpose built on cache-staged tiles can come to a copy.
+//! shuffles, and of whole-row bands with no staging cost at all, beside the
+//! engine's own transpose of the same buffers: how close any transpose built on
+//! cache-staged tiles (or, at best, on bands of whole rows) can come to a copy.
 
 use std::time::Instant;
 
@@ -50,6 +51,13 @@ enum Pattern {
     /// `visit / 4` destination pieces of `tile_rows * 4` bytes. What any transpose built on
     /// staged tiles of that shape must move, at the cost of a copy.
     StagedTile { visit: usize, tile_rows: usize },
+    /// The reads and writes of a transpose by bands of `band` whole source rows, with no
+    /// staging at all: the band's rows are read front to back (loads only), then
+    /// `band * 4`-byte pieces are streamed down every destination row (from one small
+    /// buffer). The longest reads and whole-line pieces at no cost but the traffic: a
+    /// bound for any band-shaped transpose (its stage, 1.86 MB for 64 rows, would not
+    /// fit in L2).
+    UnstagedBands { band: usize },
     /// The engine's own transpose of the same buffers (f32, rows × 7264 → 7264 × rows).
     Transpose,
 }
@@ -67,6 +75,9 @@ impl Pattern {
             Pattern::StagedTile { visit, tile_rows } => {
                 format!("transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows",)
             }
+            Pattern::UnstagedBands { band } => {
+                format!("transpose traffic, unstaged: bands of {band} whole rows")
+            }
             Pattern::Transpose => "transpose (vlkernels::permute, f32)".into(),
         }
     }
@@ -75,7 +86,7 @@ impl Pattern {
     /// write alone, 2 for patterns that read the source and write the destination.
     fn sides(self) -> usize {
         match self {
-            Pattern::StagedTile { .. } | Pattern::Transpose => 2,
+            Pattern::StagedTile { .. } | Pattern::UnstagedBands { .. } | Pattern::Transpose => 2,
             _ => 1,
         }
     }
@@ -110,6 +121,8 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
             piece: ROW_BYTES,
         },
         Pattern::ReadRows { open: 8, piece: 4096 },
+        Pattern::ReadRows { open: 8, piece: 2048 },
+        Pattern::ReadRows { open: 16, piece: 2048 },
         Pattern::ReadRows { open: 64, piece: 512 },
         Pattern::ReadRows { open: 128, piece: 128 },
         Pattern::WriteSequential,
@@ -141,6 +154,7 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
             visit: 256,
             tile_rows: 1024,
         },
+        Pattern::UnstagedBands { band: 64 },
         Pattern::Transpose,
     ];
     let patterns: Vec<Pattern> = if threads == 1 {
@@ -243,6 +257,24 @@ fn probe(
             }
             0
         }
+        Pattern::UnstagedBands { band } => {
+            let per = rows.div_ceil(threads).div_ceil(band) * band;
+            let out = Shared(dst.as_mut_ptr(), dst.len());
+            if threads == 1 {
+                unstaged_bands(src, out, rows, 0..rows, band)
+            } else {
+                std::thread::scope(|sc| {
+                    let parts: Vec<_> = (0..rows)
+                        .step_by(per)
+                        .map(|r0| sc.spawn(move || unstaged_bands(src, out, rows, r0..(r0 + per).min(rows), band)))
+                        .collect();
+                    parts
+                        .into_iter()
+                        .map(|h| h.join().expect("band worker"))
+                        .fold(0, u64::wrapping_add)
+                })
+            }
+        }
         Pattern::Transpose => {
             plan.execute(
                 bytemuck::cast_slice::<u8, f32>(src),
@@ -292,6 +324,27 @@ fn staged_tiles(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usiz
     }
     stream_fence();
     STAGE.with(|s| s.set(stage));
+}
+
+/// See [`Pattern::UnstagedBands`]; this call moves the source rows `part`.
+fn unstaged_bands(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usize>, band: usize) -> u64 {
+    let dst_pitch = rows * 4;
+    let piece_src = vec![1u8; band * 4];
+    let mut acc = 0u64;
+    for r0 in part.clone().step_by(band) {
+        let br = band.min(part.end - r0);
+        acc = acc.wrapping_add(read_rows(&src[r0 * ROW_BYTES..(r0 + br) * ROW_BYTES], br, 1, ROW_BYTES));
+        for col in 0..ROW_BYTES / 4 {
+            let at = col * dst_pitch + r0 * 4;
+            assert!(at + br * 4 <= dst.1, "piece inside the destination");
+            // SAFETY: in bounds (checked), and no other thread writes these bytes:
+            // they belong to this call's source rows.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.0.add(at), br * 4) };
+            stream_copy(&piece_src[..br * 4], out).expect("equal lengths");
+        }
+    }
+    stream_fence();
+    acc
 }
 
 thread_local! {
