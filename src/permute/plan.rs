@@ -182,8 +182,13 @@ impl PermutePlan {
         // part of a line are completed in memory with a read-modify-write, so
         // the layouts that would leave partial lines keep ordinary stores.
         if opts.non_temporal == NonTemporal::Auto {
-            let unaligned_transpose = matches!(&strategy,
-                Strategy::Transpose { dst_group, .. } if unaligned_dst_rows(&dims, dst_group, line));
+            let (unaligned_transpose, dst_row_bytes) = match &strategy {
+                Strategy::Transpose { dst_group, .. } => (
+                    unaligned_dst_rows(&dims, dst_group, line),
+                    dst_group.iter().map(|&g| dims[g].extent).product::<usize>() * elem_bytes,
+                ),
+                _ => (false, 0),
+            };
             match strategy {
                 // Each slab is gathered in cache and written out whole: streaming
                 // measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify (22 MiB)
@@ -195,9 +200,11 @@ impl PermutePlan {
                 // whole. On one thread ordinary stores (the lines stay in cache
                 // until the neighbouring tile fills them) measured 5–15 % faster
                 // for 2- and 4-byte elements; with two threads, and for 8-byte
-                // elements, streaming measured 0–30 % faster.
+                // elements, streaming measured 0–30 % faster. Short rows keep
+                // ordinary stores: their two shared end lines are most of the row
+                // (f64 rows of 328 bytes ran at 5.8 GiB/s streamed, 10.9 without).
                 Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
-                    non_temporal = threads > 1 || elem_bytes >= 8;
+                    non_temporal = dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES && (threads > 1 || elem_bytes >= 8);
                     if non_temporal {
                         defaults.tile = 512;
                     }
@@ -390,6 +397,11 @@ pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usi
         threads,
     }
 }
+
+/// Destination rows that start inside cache lines are streamed (with carried
+/// partial lines) only when at least this long, so the lines shared at row
+/// ends, written with ordinary stores, are a small part of each row.
+const STREAM_MIN_UNALIGNED_ROW_BYTES: usize = 4096;
 
 /// Elements per 64-byte cache line (at least one).
 fn line_elems(elem_bytes: usize) -> usize {
