@@ -345,6 +345,34 @@ fn small_innermost_extents() {
 }
 
 #[test]
+fn groups_shorter_than_the_block_run_as_padded_blocks() {
+    // A short destination group (rows of `n` elements, e.g. 13 bytes), a short source
+    // group, both short, and a short group whose rows are back to back in the
+    // destination: every length from 1 to past the widest block, every element size.
+    let lengths = [1usize, 2, 3, 5, 7, 9, 13, 15, 16, 17, 24, 31, 33];
+    for kernel in families() {
+        for &n in &lengths {
+            let cases: [(Vec<usize>, Vec<usize>); 4] = [
+                (vec![n, 203], vec![1, 0]),
+                (vec![203, n], vec![1, 0]),
+                (vec![n, 3, n + 2], vec![2, 1, 0]),
+                (vec![5, n, 37, 3], vec![0, 2, 3, 1]),
+            ];
+            for (i, (shape, perm)) in cases.iter().enumerate() {
+                let nt = if i % 2 == 0 { NonTemporal::On } else { NonTemporal::Off };
+                let opts = PermuteOptions::default()
+                    .with_threads(1 + i % 2)
+                    .with_kernel(kernel)
+                    .with_non_temporal(nt);
+                for es in [1, 2, 4, 8, 16] {
+                    check_case(shape, perm, es, &opts, (n * 10 + i) as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn one_thread_and_many_threads_give_identical_bytes() {
     let shape = [67usize, 45, 33, 5];
     let perm = [2usize, 0, 3, 1];

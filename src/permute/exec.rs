@@ -433,6 +433,8 @@ unsafe fn transpose<E: Copy>(
     let count_a: usize = src_group.iter().map(|&g| dims[g].extent).product();
     let count_b: usize = dst_group.iter().map(|&g| dims[g].extent).product();
     let kernel = kernels::tile_kernel(family, es, count_a.min(tile_a), count_b.min(tile_b));
+    // The square block (arbitrary row tables) that covers the tile's edges, padded.
+    let square = kernels::tile_kernel(family, es, usize::MAX, usize::MAX);
     let blocks_a = count_a.div_ceil(tile_a);
     let blocks_b = count_b.div_ceil(tile_b);
     let outer_count: usize = outer.iter().map(|d| d.extent).product();
@@ -454,6 +456,7 @@ unsafe fn transpose<E: Copy>(
     });
     parallel(items, threads, |range| {
         let mut od = Odometer::new(&outer, es);
+        let mut edges = EdgeScratch::new(square, es);
         let mut src_rows = Vec::with_capacity(tile_b);
         let mut dst_rows = Vec::with_capacity(tile_a);
         if linear_a {
@@ -517,23 +520,23 @@ unsafe fn transpose<E: Copy>(
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
-            if carry_lines {
-                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, staged);
+            if non_temporal {
+                let (stage_ptr, stage_rows) = (stage.as_mut_ptr(), &stage_rows[..ta]);
+                tile::<E>(src, &src_rows[..tb], stage_ptr, stage_rows, es, staged, &mut edges);
                 // The previous and next items of this worker are the row's neighbouring
                 // pieces unless a row or the worker's range starts or ends here.
                 let carried = item > first && bb > 0;
                 let keep = item + 1 < end && bb + 1 < blocks_b;
                 for (i, &dr) in dst_rows[..ta].iter().enumerate() {
                     let from = stage.as_ptr().add(stage_rows[i]);
-                    stream_lines_carried(from, dst.add(dr), tb * es, &mut carry[i], carried, keep);
-                }
-            } else if non_temporal {
-                tile::<E>(src, &src_rows[..tb], stage.as_mut_ptr(), &stage_rows[..ta], es, staged);
-                for (i, &dr) in dst_rows[..ta].iter().enumerate() {
-                    stream_bytes(stage.as_ptr().add(stage_rows[i]), dst.add(dr), tb * es);
+                    if carry_lines {
+                        stream_lines_carried(from, dst.add(dr), tb * es, &mut carry[i], carried, keep);
+                    } else {
+                        stream_bytes(from, dst.add(dr), tb * es);
+                    }
                 }
             } else {
-                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, direct);
+                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, direct, &mut edges);
             }
         }
         if non_temporal {
@@ -584,7 +587,9 @@ fn prefetch_lines(p: *const u8, len: usize) {
     let _ = (p, len);
 }
 
-/// One tile: full micro-kernel blocks, then scalar edges.
+/// One tile: full micro-kernel blocks, then the edges (padded square blocks,
+/// or element by element where the family has no kernel).
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile<E: Copy>(
     src: *const u8,
     src_rows: &[usize],
@@ -592,6 +597,7 @@ unsafe fn tile<E: Copy>(
     dst_rows: &[usize],
     es: usize,
     kernel: Option<kernels::TileKernel>,
+    edges: &mut EdgeScratch,
 ) {
     let (ta, tb) = (dst_rows.len(), src_rows.len());
     let (full_a, full_b) = match kernel {
@@ -626,6 +632,11 @@ unsafe fn tile<E: Copy>(
         }
     }
     // Edges: columns a ≥ full_a for all b, and rows b ≥ full_b for a < full_a.
+    if edges.square.is_some() {
+        edges.region(src, src_rows, dst, dst_rows, es, full_a..ta, 0..tb);
+        edges.region(src, src_rows, dst, dst_rows, es, 0..full_a, full_b..tb);
+        return;
+    }
     for (a, &dr) in dst_rows.iter().enumerate() {
         let b_start = if a < full_a { full_b } else { 0 };
         let d = dst.add(dr) as *mut E;
@@ -633,6 +644,121 @@ unsafe fn tile<E: Copy>(
             let s = src.add(sr + a * es) as *const E;
             d.add(b).write_unaligned(s.read_unaligned());
         }
+    }
+}
+
+/// Scratch blocks for a tile's edges: each partial block (fewer than the
+/// square kernel's rows or columns, e.g. a 13-byte destination group) runs
+/// through the square kernel with padded rows instead of element by element.
+struct EdgeScratch {
+    square: Option<kernels::TileKernel>,
+    /// Source block with rows of `na` elements (for blocks short along a).
+    inb: Vec<u8>,
+    /// Destination block with rows of `nb` elements.
+    outb: Vec<u8>,
+    src_tab: Vec<usize>,
+    in_tab: Vec<usize>,
+    out_tab: Vec<usize>,
+}
+
+impl EdgeScratch {
+    fn new(square: Option<kernels::TileKernel>, es: usize) -> Self {
+        let (na, nb) = square.map_or((0, 0), |k| (k.na, k.nb));
+        EdgeScratch {
+            square,
+            inb: vec![0; na * nb * es],
+            outb: vec![0; na * nb * es],
+            src_tab: vec![0; nb],
+            in_tab: (0..nb).map(|j| j * na * es).collect(),
+            out_tab: (0..na).map(|i| i * nb * es).collect(),
+        }
+    }
+
+    /// Transposes the tile's elements `a` × `b` (a along the source rows, b
+    /// across them) block by block, source rows outermost.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn region(
+        &mut self,
+        src: *const u8,
+        src_rows: &[usize],
+        dst: *mut u8,
+        dst_rows: &[usize],
+        es: usize,
+        a: std::ops::Range<usize>,
+        b: std::ops::Range<usize>,
+    ) {
+        let Some(k) = self.square else { return };
+        for b0 in b.clone().step_by(k.nb) {
+            let rb = k.nb.min(b.end - b0);
+            for a0 in a.clone().step_by(k.na) {
+                let ra = k.na.min(a.end - a0);
+                self.block(k, src, &src_rows[b0..b0 + rb], dst, &dst_rows[a0..a0 + ra], es, a0, b0);
+            }
+        }
+    }
+
+    /// One block of `src_rows.len()` source rows × `dst_rows.len()` elements
+    /// starting at element `a0` of each row, written at element `b0` of the
+    /// destination rows. Only the block's own bytes are read and written.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(
+        &mut self,
+        k: kernels::TileKernel,
+        src: *const u8,
+        src_rows: &[usize],
+        dst: *mut u8,
+        dst_rows: &[usize],
+        es: usize,
+        a0: usize,
+        b0: usize,
+    ) {
+        let (ra, rb) = (dst_rows.len(), src_rows.len());
+        // Source: whole rows are read in place (missing rows repeat the last one);
+        // short rows are copied into the padded block first.
+        let (base, tab) = if ra == k.na {
+            for (j, t) in self.src_tab.iter_mut().enumerate() {
+                *t = src_rows[j.min(rb - 1)] + a0 * es;
+            }
+            (src, self.src_tab.as_ptr())
+        } else {
+            for (j, &r) in src_rows.iter().enumerate() {
+                copy_small(src.add(r + a0 * es), self.inb.as_mut_ptr().add(self.in_tab[j]), ra * es);
+            }
+            (self.inb.as_ptr(), self.in_tab.as_ptr())
+        };
+        (k.func)(base, tab, self.outb.as_mut_ptr(), self.out_tab.as_ptr());
+        for (i, &dr) in dst_rows.iter().enumerate() {
+            copy_small(self.outb.as_ptr().add(self.out_tab[i]), dst.add(dr + b0 * es), rb * es);
+        }
+    }
+}
+
+/// Copies `len` bytes with at most two (overlapping) moves of one width
+/// instead of a call into memcpy: the edge blocks copy many short rows.
+///
+/// # Safety
+/// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, len: usize) {
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
+        let head = (src as *const [u8; N]).read_unaligned();
+        let tail = (src.add(len - N) as *const [u8; N]).read_unaligned();
+        (dst as *mut [u8; N]).write_unaligned(head);
+        (dst.add(len - N) as *mut [u8; N]).write_unaligned(tail);
+    }
+    match len {
+        0 => {}
+        1..=3 => {
+            for i in 0..len {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+        4..=7 => two::<4>(src, dst, len),
+        8..=15 => two::<8>(src, dst, len),
+        16..=31 => two::<16>(src, dst, len),
+        32..=64 => two::<32>(src, dst, len),
+        _ => std::ptr::copy_nonoverlapping(src, dst, len),
     }
 }
 
