@@ -373,6 +373,31 @@ fn groups_shorter_than_the_block_run_as_padded_blocks() {
 }
 
 #[test]
+fn a_short_source_group_takes_the_axis_that_continues_it() {
+    // (17,15,9,11,8,5)→(5,0,3,4,1,2): the source's stride-1 axis has 5 elements and the
+    // axis that continues it (88 = 11 × 8) is also the destination's second; the source
+    // group takes it (5 × 88 by 135) rather than leaving 5-element tiles that are all edge.
+    let shape = [17usize, 15, 9, 11, 8, 5];
+    let perm = [5usize, 0, 3, 4, 1, 2];
+    let plan = PermutePlan::new(&shape, &perm, 2, &PermuteOptions::default()).unwrap();
+    match plan.strategy() {
+        vlkernels::permute::Strategy::Transpose {
+            src_group, dst_group, ..
+        } => {
+            assert_eq!((src_group.len(), dst_group.len()), (2, 1), "{}", plan.describe());
+        }
+        other => panic!("expected a transpose, got {other:?}"),
+    }
+    for (threads, nt) in [(1, NonTemporal::Off), (2, NonTemporal::On)] {
+        let opts = PermuteOptions::default().with_threads(threads).with_non_temporal(nt);
+        for es in [1, 2, 4, 8] {
+            check_case(&shape, &perm, es, &opts, 61);
+            check_case(&[31, 20, 28, 23, 8], &[4, 2, 0, 3, 1], es, &opts, 62);
+        }
+    }
+}
+
+#[test]
 fn one_thread_and_many_threads_give_identical_bytes() {
     let shape = [67usize, 45, 33, 5];
     let perm = [2usize, 0, 3, 1];

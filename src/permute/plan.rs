@@ -460,18 +460,36 @@ fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, elem_bytes
     // Source group: axis k, then axes that continue the source-contiguous chain.
     let mut src_group = vec![k];
     let mut prod_a = dims[k].extent;
-    while prod_a < group {
-        let next = dims
-            .iter()
-            .enumerate()
-            .position(|(i, d)| d.src_stride == prod_a && !dst_group.contains(&i));
-        match next {
-            Some(i) if !src_group.contains(&i) => {
-                src_group.push(i);
-                prod_a *= dims[i].extent;
+    loop {
+        while prod_a < group {
+            let next = dims
+                .iter()
+                .enumerate()
+                .position(|(i, d)| d.src_stride == prod_a && !dst_group.contains(&i));
+            match next {
+                Some(i) if !src_group.contains(&i) => {
+                    src_group.push(i);
+                    prod_a *= dims[i].extent;
+                }
+                _ => break,
             }
-            _ => break,
         }
+        // A source group shorter than a cache line leaves every tile an edge: if
+        // the destination group holds the axis that continues the source chain,
+        // hand it (and the destination axes outside it) over, as long as what the
+        // destination group keeps is longer than the source group was, so the
+        // shorter side grows (e.g. 5 × 88 → 135 rather than 5 → 135 × 88).
+        if prod_a >= line {
+            break;
+        }
+        let Some(at) = dst_group.iter().position(|&i| dims[i].src_stride == prod_a) else {
+            break;
+        };
+        let kept: usize = dst_group[..at].iter().map(|&i| dims[i].extent).product();
+        if kept <= prod_a {
+            break;
+        }
+        dst_group.truncate(at);
     }
     // Keep the tile area near side² when one group is short (3 channels,
     // say): the other side grows so each tile still moves a useful amount.

@@ -4,6 +4,9 @@
 //! about 200 MiB each). HPTT states them column-major as `perm` and `sizes`;
 //! row-major they are the reversed sizes with `q[m] = d-1-perm[d-1-m]`.
 //! `models`: permutations that Qwen vision-language models perform.
+//! `random`: 40 problems drawn from a fixed seed (ranks 2 to 6, u8, bf16, f32
+//! and f64, odd extents): shapes no benchmark was tuned on, where short groups
+//! and unaligned rows show up.
 
 use crate::tensor::checked_numel;
 use crate::DType;
@@ -202,14 +205,72 @@ pub fn models(size: SuiteSize) -> Vec<Case> {
     cases
 }
 
-/// Cases of a suite by name: `hptt`, `models` or `all`.
+/// Cases of the `random` suite: [`RANDOM_CASES`] problems from a fixed seed, each
+/// a random rank (2 to 6), element type, permutation (never the identity) and
+/// extents whose product is 16 to 64 MiB (`Full`) or 2 to 8 MiB (`Small`).
+pub fn random(size: SuiteSize) -> Vec<Case> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        // xorshift64: fixed and portable, so every machine benchmarks the same cases.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (lo_mib, hi_mib) = match size {
+        SuiteSize::Full => (16u64, 64u64),
+        SuiteSize::Small => (2, 8),
+    };
+    let dtypes = [DType::U8, DType::BF16, DType::F32, DType::F64];
+    let mut cases = Vec::with_capacity(RANDOM_CASES);
+    while cases.len() < RANDOM_CASES {
+        let rank = 2 + (next() % 5) as usize;
+        let dtype = dtypes[(next() % 4) as usize];
+        let bytes = (lo_mib + next() % (hi_mib - lo_mib + 1)) << 20;
+        let mut left = (bytes / dtype.size() as u64) as f64;
+        let mut shape = Vec::with_capacity(rank);
+        for i in 0..rank {
+            let extent = if i + 1 == rank {
+                left.round()
+            } else {
+                // About the geometric mean of what is left, times 0.4–1.8.
+                let mean = left.powf(1.0 / (rank - i) as f64);
+                (mean * (0.4 + (next() % 1400) as f64 / 1000.0)).round()
+            };
+            let extent = (extent as usize).max(2);
+            left /= extent as f64;
+            shape.push(extent);
+        }
+        let mut perm: Vec<usize> = (0..rank).collect();
+        for i in (1..rank).rev() {
+            perm.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        if perm.iter().enumerate().all(|(i, &p)| i == p) {
+            continue;
+        }
+        cases.push(Case {
+            suite: "random",
+            name: format!("({})→({}) {}", fmt_list(&shape), fmt_list(&perm), dtype.name()),
+            shape,
+            perm,
+            dtype,
+        });
+    }
+    cases
+}
+
+/// How many problems the `random` suite holds.
+pub const RANDOM_CASES: usize = 40;
+
+/// Cases of a suite by name: `hptt`, `models`, `random` or `all` (hptt and models).
 pub fn suite(name: &str, size: SuiteSize, hptt_dtype: DType) -> crate::Result<Vec<Case>> {
     match name {
         "hptt" => Ok(hptt(size, hptt_dtype)),
         "models" => Ok(models(size)),
+        "random" => Ok(random(size)),
         "all" => Ok(hptt(size, hptt_dtype).into_iter().chain(models(size)).collect()),
         other => Err(crate::Error::invalid(format!(
-            "suite '{other}' (expected hptt, models or all)"
+            "suite '{other}' (expected hptt, models, random or all)"
         ))),
     }
 }
@@ -235,6 +296,26 @@ mod tests {
         for c in hptt(SuiteSize::Small, DType::F32) {
             let mib = c.bytes() as f64 / (1 << 20) as f64;
             assert!((12.0..20.0).contains(&mib), "{} is {mib} MiB", c.name);
+        }
+    }
+
+    #[test]
+    fn random_suite_is_fixed_and_sized() {
+        for (size, lo, hi) in [(SuiteSize::Full, 12.0, 80.0), (SuiteSize::Small, 1.5, 10.0)] {
+            let cases = random(size);
+            assert_eq!(cases, random(size), "the same cases on every call");
+            assert_eq!(cases.len(), RANDOM_CASES);
+            for c in &cases {
+                let mib = c.bytes() as f64 / (1 << 20) as f64;
+                assert!((lo..hi).contains(&mib), "{} is {mib} MiB", c.name);
+                crate::tensor::validate_perm(&c.perm, c.shape.len()).unwrap();
+                assert!((2..=6).contains(&c.shape.len()), "{}", c.name);
+                assert!(c.perm.iter().enumerate().any(|(i, &p)| i != p), "{}", c.name);
+            }
+            // Every element type appears.
+            for d in [DType::U8, DType::BF16, DType::F32, DType::F64] {
+                assert!(cases.iter().any(|c| c.dtype == d), "{d:?} missing");
+            }
         }
     }
 }
