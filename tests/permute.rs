@@ -15,12 +15,8 @@ fn to_elems<const N: usize>(bytes: &[u8]) -> Vec<Elem<N>> {
     bytes.chunks_exact(N).map(|c| Elem(c.try_into().unwrap())).collect()
 }
 
-/// Runs the plan with poisoned output and compares bytes with the reference.
-fn check_case_n<const N: usize>(shape: &[usize], perm: &[usize], opts: &PermuteOptions, seed: u64) {
-    check_tuned_n::<N>(shape, perm, opts, None, seed)
-}
-
-/// As `check_case_n`, with the plan's tunable parameters replaced when `tuning` is given.
+/// Runs the plan with poisoned output and compares bytes with the reference, with the
+/// plan's tunable parameters replaced when `tuning` is given.
 fn check_tuned_n<const N: usize>(
     shape: &[usize],
     perm: &[usize],
@@ -48,14 +44,38 @@ fn check_tuned_n<const N: usize>(
 }
 
 fn check_case(shape: &[usize], perm: &[usize], es: usize, opts: &PermuteOptions, seed: u64) {
+    check_tuned(shape, perm, es, opts, None, seed)
+}
+
+/// `check_tuned_n` for an element size chosen at run time.
+fn check_tuned(
+    shape: &[usize],
+    perm: &[usize],
+    es: usize,
+    opts: &PermuteOptions,
+    tuning: Option<&vlkernels::Tuning>,
+    seed: u64,
+) {
     match es {
-        1 => check_case_n::<1>(shape, perm, opts, seed),
-        2 => check_case_n::<2>(shape, perm, opts, seed),
-        4 => check_case_n::<4>(shape, perm, opts, seed),
-        8 => check_case_n::<8>(shape, perm, opts, seed),
-        16 => check_case_n::<16>(shape, perm, opts, seed),
+        1 => check_tuned_n::<1>(shape, perm, opts, tuning, seed),
+        2 => check_tuned_n::<2>(shape, perm, opts, tuning, seed),
+        4 => check_tuned_n::<4>(shape, perm, opts, tuning, seed),
+        8 => check_tuned_n::<8>(shape, perm, opts, tuning, seed),
+        16 => check_tuned_n::<16>(shape, perm, opts, tuning, seed),
         _ => unreachable!(),
     }
+}
+
+/// Tiles with partial blocks on both sides: 2-D both ways, multi-axis groups, a
+/// 3-element group, and destination rows starting at odd places inside lines.
+fn odd_tile_cases() -> Vec<(Vec<usize>, Vec<usize>)> {
+    vec![
+        (vec![77, 301], vec![1, 0]),
+        (vec![301, 77], vec![1, 0]),
+        (vec![5, 7, 33, 40], vec![2, 3, 1, 0]),
+        (vec![13, 3, 200], vec![2, 1, 0]),
+        (vec![9, 11, 6, 17], vec![3, 1, 0, 2]),
+    ]
 }
 
 /// The families this host can run (forced ISA families included when present).
@@ -122,13 +142,7 @@ fn rectangular_tiles_at_edges() {
     // Tiles longer along the source's stride-1 group than along the destination's (the
     // streaming default is 1024 × 256 bytes), with partial tiles on both sides, multi-axis
     // groups, and the short-group case where the other side grows to whole cache lines.
-    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
-        (vec![77, 301], vec![1, 0]),
-        (vec![301, 77], vec![1, 0]),
-        (vec![5, 7, 33, 40], vec![2, 3, 1, 0]),
-        (vec![13, 3, 200], vec![2, 1, 0]), // 3-element group: the other side grows
-        (vec![9, 11, 6, 17], vec![3, 1, 0, 2]),
-    ];
+    let cases = odd_tile_cases();
     let tunings = [(40usize, 16usize, 64usize), (24, 8, 24), (1024, 8, 4096), (8, 40, 40)];
     for kernel in families() {
         for (shape, perm) in &cases {
@@ -146,9 +160,9 @@ fn rectangular_tiles_at_edges() {
                         threads: 1 + i,
                     };
                     let opts = PermuteOptions::default().with_kernel(kernel);
-                    check_tuned_n::<4>(shape, perm, &opts, Some(&t), 3);
-                    check_tuned_n::<2>(shape, perm, &opts, Some(&t), 4);
-                    check_tuned_n::<8>(shape, perm, &opts, Some(&t), 5);
+                    for (es, seed) in [(4, 3), (2, 4), (8, 5)] {
+                        check_tuned(shape, perm, es, &opts, Some(&t), seed);
+                    }
                 }
             }
         }
@@ -167,13 +181,8 @@ fn carried_lines_at_unaligned_destination_rows() {
     // line waits for the row's next piece. Rows start at every offset inside a line, the
     // last piece of a row may be shorter than the rest of its line, and worker ranges
     // split rows (the carry is then written with ordinary stores).
-    let cases: Vec<(Vec<usize>, Vec<usize>)> = vec![
-        (vec![77, 301], vec![1, 0]),
-        (vec![301, 77], vec![1, 0]),
-        (vec![61, 9, 13, 11], vec![3, 2, 1, 0]),
-        (vec![5, 7, 33, 40], vec![2, 3, 1, 0]),
-        (vec![9, 11, 6, 17], vec![3, 1, 0, 2]),
-    ];
+    let mut cases = odd_tile_cases();
+    cases.push((vec![61, 9, 13, 11], vec![3, 2, 1, 0]));
     // (tile, tile_b): pieces of one line up to many, and pieces too short to carry.
     let tunings = [(40usize, 16usize), (24, 24), (512, 64), (8, 40), (64, 8)];
     for (shape, perm) in &cases {
@@ -188,11 +197,9 @@ fn carried_lines_at_unaligned_destination_rows() {
                     threads,
                 };
                 let opts = PermuteOptions::default();
-                check_tuned_n::<1>(shape, perm, &opts, Some(&t), 6);
-                check_tuned_n::<2>(shape, perm, &opts, Some(&t), 7);
-                check_tuned_n::<4>(shape, perm, &opts, Some(&t), 8);
-                check_tuned_n::<8>(shape, perm, &opts, Some(&t), 9);
-                check_tuned_n::<16>(shape, perm, &opts, Some(&t), 10);
+                for (es, seed) in [(1, 6), (2, 7), (4, 8), (8, 9), (16, 10)] {
+                    check_tuned(shape, perm, es, &opts, Some(&t), seed);
+                }
             }
         }
     }

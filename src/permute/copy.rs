@@ -69,6 +69,35 @@ pub(crate) fn copy_runs_at_fn(len: usize) -> Option<CopyRunsAtFn> {
            72 80 96 112 128 144 160 192 224 256)
 }
 
+/// Copies `len` bytes with at most two (overlapping) moves of one width
+/// instead of a call into memcpy: the transpose's edge blocks copy many short rows.
+///
+/// # Safety
+/// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
+#[inline(always)]
+pub(crate) unsafe fn copy_small(src: *const u8, dst: *mut u8, len: usize) {
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
+        let head = (src as *const [u8; N]).read_unaligned();
+        let tail = (src.add(len - N) as *const [u8; N]).read_unaligned();
+        (dst as *mut [u8; N]).write_unaligned(head);
+        (dst.add(len - N) as *mut [u8; N]).write_unaligned(tail);
+    }
+    match len {
+        0 => {}
+        1..=3 => {
+            for i in 0..len {
+                *dst.add(i) = *src.add(i);
+            }
+        }
+        4..=7 => two::<4>(src, dst, len),
+        8..=15 => two::<8>(src, dst, len),
+        16..=31 => two::<16>(src, dst, len),
+        32..=64 => two::<32>(src, dst, len),
+        _ => std::ptr::copy_nonoverlapping(src, dst, len),
+    }
+}
+
 /// Copies `len` bytes; with `non_temporal` on x86-64 the bulk is written
 /// with streaming stores that bypass the cache (followed by a fence).
 ///

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::copy::{copy_bytes, copy_runs_fn, stream_bytes, stream_fence, stream_lines_carried, LineCarry};
+use super::copy::{copy_bytes, copy_runs_fn, copy_small, stream_bytes, stream_fence, stream_lines_carried, LineCarry};
 use super::kernels::{self, KernelFamily};
 use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
 
@@ -730,35 +730,6 @@ impl EdgeScratch {
         for (i, &dr) in dst_rows.iter().enumerate() {
             copy_small(self.outb.as_ptr().add(self.out_tab[i]), dst.add(dr + b0 * es), rb * es);
         }
-    }
-}
-
-/// Copies `len` bytes with at most two (overlapping) moves of one width
-/// instead of a call into memcpy: the edge blocks copy many short rows.
-///
-/// # Safety
-/// `src` valid for `len` reads, `dst` for `len` writes, no overlap.
-#[inline(always)]
-unsafe fn copy_small(src: *const u8, dst: *mut u8, len: usize) {
-    #[inline(always)]
-    unsafe fn two<const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
-        let head = (src as *const [u8; N]).read_unaligned();
-        let tail = (src.add(len - N) as *const [u8; N]).read_unaligned();
-        (dst as *mut [u8; N]).write_unaligned(head);
-        (dst.add(len - N) as *mut [u8; N]).write_unaligned(tail);
-    }
-    match len {
-        0 => {}
-        1..=3 => {
-            for i in 0..len {
-                *dst.add(i) = *src.add(i);
-            }
-        }
-        4..=7 => two::<4>(src, dst, len),
-        8..=15 => two::<8>(src, dst, len),
-        16..=31 => two::<16>(src, dst, len),
-        32..=64 => two::<32>(src, dst, len),
-        _ => std::ptr::copy_nonoverlapping(src, dst, len),
     }
 }
 

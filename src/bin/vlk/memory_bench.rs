@@ -241,39 +241,15 @@ fn probe(
             0
         }
         Pattern::StagedTile { visit, tile_rows } => {
-            // Each thread takes a contiguous range of source rows (whole tiles, so its
-            // destination pieces are its own and start on cache lines).
-            let per = rows.div_ceil(threads).div_ceil(tile_rows) * tile_rows;
             let out = Shared(dst.as_mut_ptr(), dst.len());
-            if threads == 1 {
-                staged_tiles(src, out, rows, 0..rows, visit, tile_rows);
-            } else {
-                std::thread::scope(|sc| {
-                    for r0 in (0..rows).step_by(per) {
-                        let r1 = (r0 + per).min(rows);
-                        sc.spawn(move || staged_tiles(src, out, rows, r0..r1, visit, tile_rows));
-                    }
-                });
-            }
-            0
+            by_source_rows(rows, threads, tile_rows, |part| {
+                staged_tiles(src, out, rows, part, visit, tile_rows);
+                0
+            })
         }
         Pattern::UnstagedBands { band } => {
-            let per = rows.div_ceil(threads).div_ceil(band) * band;
             let out = Shared(dst.as_mut_ptr(), dst.len());
-            if threads == 1 {
-                unstaged_bands(src, out, rows, 0..rows, band)
-            } else {
-                std::thread::scope(|sc| {
-                    let parts: Vec<_> = (0..rows)
-                        .step_by(per)
-                        .map(|r0| sc.spawn(move || unstaged_bands(src, out, rows, r0..(r0 + per).min(rows), band)))
-                        .collect();
-                    parts
-                        .into_iter()
-                        .map(|h| h.join().expect("band worker"))
-                        .fold(0, u64::wrapping_add)
-                })
-            }
+            by_source_rows(rows, threads, band, |part| unstaged_bands(src, out, rows, part, band))
         }
         Pattern::Transpose => {
             plan.execute(
@@ -285,11 +261,37 @@ fn probe(
     })
 }
 
+/// Runs `f` on `threads` contiguous ranges of the source rows, each a whole number of
+/// `unit` rows (so each thread's destination pieces are its own and start on cache
+/// lines), one thread inline; sums what the calls return.
+fn by_source_rows(rows: usize, threads: usize, unit: usize, f: impl Fn(std::ops::Range<usize>) -> u64 + Sync) -> u64 {
+    if threads == 1 {
+        return f(0..rows);
+    }
+    let per = rows.div_ceil(threads).div_ceil(unit) * unit;
+    std::thread::scope(|sc| {
+        let parts: Vec<_> = (0..rows)
+            .step_by(per)
+            .map(|r0| {
+                let f = &f;
+                sc.spawn(move || f(r0..(r0 + per).min(rows)))
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|h| h.join().expect("memory bench worker"))
+            .fold(0, u64::wrapping_add)
+    })
+}
+
 /// The destination buffer shared by threads that write disjoint pieces of it.
 #[derive(Clone, Copy)]
 struct Shared(*mut u8, usize);
 // SAFETY: threads given a `Shared` write only the pieces of their own source rows.
 unsafe impl Send for Shared {}
+// SAFETY: as for Send: a shared reference only hands out the pointer, and each thread
+// writes the pieces of its own source rows.
+unsafe impl Sync for Shared {}
 
 /// See [`Pattern::StagedTile`]: source rows of [`ROW_BYTES`], destination rows of
 /// `rows * 4` bytes (the transposed matrix), tiles walked along the destination; this
