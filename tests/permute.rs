@@ -253,6 +253,60 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
 }
 
 #[test]
+fn aliasing_destination_rows_are_staged_and_copied_whole() {
+    // Destination rows a multiple of 1 KiB apart (a page apart, or any multiple
+    // while the problem sits in cache) are built in a staging buffer and copied out
+    // with ordinary stores; short groups, other strides and large problems with
+    // sub-page strides are written in place.
+    let one = PermuteOptions::default().with_threads(1);
+    let plan = |shape: &[usize], perm: &[usize], es: usize| PermutePlan::new(shape, perm, es, &one).unwrap();
+    for (shape, perm, es, staged) in [
+        (vec![256, 300], vec![1, 0], 4, true),          // 1 KiB stride, in cache
+        (vec![2048, 2048], vec![1, 0], 4, true),        // a page apart, 16 MiB
+        (vec![300, 256], vec![1, 0], 4, false),         // 1200-byte stride
+        (vec![16, 512, 512], vec![0, 2, 1], 4, false),  // 2 KiB stride, 16 MiB
+        (vec![1024, 1024, 3], vec![2, 0, 1], 1, false), // three rows only
+    ] {
+        let p = plan(&shape, &perm, es);
+        assert!(!p.non_temporal(), "{}", p.describe());
+        assert_eq!(p.staged_tiles(), staged, "{}", p.describe());
+        if staged {
+            assert_eq!(p.tuning().tile, 128, "{}", p.describe());
+        }
+    }
+    // Every element size, tile edges on both sides, a two-axis source group, and
+    // tiles from a few rows to whole groups, on 1-3 threads, against the reference.
+    let cases: [(Vec<usize>, Vec<usize>, usize); 6] = [
+        (vec![256, 300], vec![1, 0], 4),
+        (vec![1024, 77], vec![1, 0], 4),
+        (vec![512, 203], vec![1, 0], 2),
+        (vec![1024, 45], vec![1, 0], 1),
+        (vec![128, 99], vec![1, 0], 8),
+        (vec![4, 256, 5, 7], vec![0, 2, 3, 1], 4),
+    ];
+    for (shape, perm, es) in &cases {
+        let p = plan(shape, perm, *es);
+        assert!(p.staged_tiles(), "{}", p.describe());
+        for threads in 1..=3 {
+            let opts = PermuteOptions::default().with_threads(threads);
+            check_case(shape, perm, *es, &opts, 31);
+            for (tile, tile_b) in [(16usize, 16usize), (40, 24), (128, 64), (1024, 8)] {
+                let t = vlkernels::Tuning {
+                    tile,
+                    tile_b,
+                    group: 4096,
+                    block_order: vlkernels::BlockOrder::DstFastest,
+                    non_temporal: false,
+                    threads,
+                };
+                check_tuned(shape, perm, *es, &opts, Some(&t), 32);
+            }
+        }
+    }
+    check_case(&[64, 100], &[1, 0], 16, &one, 33);
+}
+
+#[test]
 fn blocked_runs_at_block_edges() {
     // Runs problems whose destination-next axis is far apart in the source are walked in
     // blocks of runs (about 32 KiB) against the axes that continue the source's chain:

@@ -87,6 +87,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             plan.kernel,
             plan.block_order,
             plan.non_temporal,
+            plan.staged_tiles(),
             p,
             plan.threads,
         ),
@@ -423,6 +424,7 @@ unsafe fn transpose<E: Copy>(
     family: KernelFamily,
     order: BlockOrder,
     non_temporal: bool,
+    staged: bool,
     p: Ptrs,
     threads: usize,
 ) {
@@ -450,7 +452,7 @@ unsafe fn transpose<E: Copy>(
         func: k.func_for(es, src_step, dst_step),
         ..k
     });
-    let staged = kernel.map(|k| kernels::TileKernel {
+    let staged_kernel = kernel.map(|k| kernels::TileKernel {
         func: k.func_for(es, src_step, Some(tb_full * es)),
         ..k
     });
@@ -467,7 +469,9 @@ unsafe fn transpose<E: Copy>(
         }
         // Streaming stores: tiles are built in an L1-resident staging buffer
         // whose rows are then streamed out, so no destination line is read.
-        let mut stage = if non_temporal {
+        // Destination rows that alias in the caches are staged too, and copied
+        // out with ordinary stores.
+        let mut stage = if staged {
             take_stage(tile_a.min(count_a) * tb_full * es)
         } else {
             Vec::new()
@@ -520,16 +524,26 @@ unsafe fn transpose<E: Copy>(
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
-            if non_temporal {
+            if staged {
                 let (stage_ptr, stage_rows) = (stage.as_mut_ptr(), &stage_rows[..ta]);
-                tile::<E>(src, &src_rows[..tb], stage_ptr, stage_rows, es, staged, &mut edges);
+                tile::<E>(
+                    src,
+                    &src_rows[..tb],
+                    stage_ptr,
+                    stage_rows,
+                    es,
+                    staged_kernel,
+                    &mut edges,
+                );
                 // The previous and next items of this worker are the row's neighbouring
                 // pieces unless a row or the worker's range starts or ends here.
                 let carried = item > first && bb > 0;
                 let keep = item + 1 < end && bb + 1 < blocks_b;
                 for (i, &dr) in dst_rows[..ta].iter().enumerate() {
                     let from = stage.as_ptr().add(stage_rows[i]);
-                    if carry_lines {
+                    if !non_temporal {
+                        std::ptr::copy_nonoverlapping(from, dst.add(dr), tb * es);
+                    } else if carry_lines {
                         stream_lines_carried(from, dst.add(dr), tb * es, &mut carry[i], carried, keep);
                     } else {
                         stream_bytes(from, dst.add(dr), tb * es);
@@ -541,6 +555,8 @@ unsafe fn transpose<E: Copy>(
         }
         if non_temporal {
             stream_fence();
+        }
+        if staged {
             give_stage(stage);
         }
     });
