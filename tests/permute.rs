@@ -307,6 +307,17 @@ fn aliasing_destination_rows_are_staged_and_copied_whole() {
 }
 
 #[test]
+fn problems_under_a_mebibyte_run_on_one_thread_unless_asked() {
+    let auto = PermuteOptions::default();
+    let small = PermutePlan::new(&[1, 256, 16, 64], &[0, 2, 1, 3], 2, &auto).unwrap();
+    assert_eq!(small.threads(), 1, "{}", small.describe());
+    let large = PermutePlan::new(&[1, 1024, 16, 64], &[0, 2, 1, 3], 2, &auto).unwrap();
+    assert_eq!(large.threads(), rayon::current_num_threads(), "{}", large.describe());
+    let asked = PermutePlan::new(&[1, 256, 16, 64], &[0, 2, 1, 3], 2, &auto.with_threads(2)).unwrap();
+    assert_eq!(asked.threads(), 2);
+}
+
+#[test]
 fn blocked_runs_at_block_edges() {
     // Runs problems whose destination-next axis is far apart in the source are walked in
     // blocks of runs (about 32 KiB) against the axes that continue the source's chain:
