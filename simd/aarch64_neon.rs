@@ -134,6 +134,110 @@ pub unsafe fn transpose_16x16_b8_neon(src: *const u8, src_rows: *const usize, ds
     vst1q_u8(dst.add(*dst_rows.add(15) + 0), v79);
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
+///
+/// # Safety
+/// As `transpose_16x16_b8_neon`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "neon")]
+pub unsafe fn transpose_16x16_b8_neon_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = vld1q_u8(src.add(0 * src_stride + 0));
+    let v1 = vld1q_u8(src.add(1 * src_stride + 0));
+    let v2 = vld1q_u8(src.add(2 * src_stride + 0));
+    let v3 = vld1q_u8(src.add(3 * src_stride + 0));
+    let v4 = vld1q_u8(src.add(4 * src_stride + 0));
+    let v5 = vld1q_u8(src.add(5 * src_stride + 0));
+    let v6 = vld1q_u8(src.add(6 * src_stride + 0));
+    let v7 = vld1q_u8(src.add(7 * src_stride + 0));
+    let v8 = vld1q_u8(src.add(8 * src_stride + 0));
+    let v9 = vld1q_u8(src.add(9 * src_stride + 0));
+    let v10 = vld1q_u8(src.add(10 * src_stride + 0));
+    let v11 = vld1q_u8(src.add(11 * src_stride + 0));
+    let v12 = vld1q_u8(src.add(12 * src_stride + 0));
+    let v13 = vld1q_u8(src.add(13 * src_stride + 0));
+    let v14 = vld1q_u8(src.add(14 * src_stride + 0));
+    let v15 = vld1q_u8(src.add(15 * src_stride + 0));
+    let v16 = vtrn1q_u8(v0, v1);
+    let v17 = vtrn2q_u8(v0, v1);
+    let v18 = vtrn1q_u8(v2, v3);
+    let v19 = vtrn2q_u8(v2, v3);
+    let v20 = vtrn1q_u8(v4, v5);
+    let v21 = vtrn2q_u8(v4, v5);
+    let v22 = vtrn1q_u8(v6, v7);
+    let v23 = vtrn2q_u8(v6, v7);
+    let v24 = vtrn1q_u8(v8, v9);
+    let v25 = vtrn2q_u8(v8, v9);
+    let v26 = vtrn1q_u8(v10, v11);
+    let v27 = vtrn2q_u8(v10, v11);
+    let v28 = vtrn1q_u8(v12, v13);
+    let v29 = vtrn2q_u8(v12, v13);
+    let v30 = vtrn1q_u8(v14, v15);
+    let v31 = vtrn2q_u8(v14, v15);
+    let v32 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v16), vreinterpretq_u16_u8(v18)));
+    let v33 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v16), vreinterpretq_u16_u8(v18)));
+    let v34 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v17), vreinterpretq_u16_u8(v19)));
+    let v35 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v17), vreinterpretq_u16_u8(v19)));
+    let v36 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v20), vreinterpretq_u16_u8(v22)));
+    let v37 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v20), vreinterpretq_u16_u8(v22)));
+    let v38 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v21), vreinterpretq_u16_u8(v23)));
+    let v39 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v21), vreinterpretq_u16_u8(v23)));
+    let v40 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v24), vreinterpretq_u16_u8(v26)));
+    let v41 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v24), vreinterpretq_u16_u8(v26)));
+    let v42 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v25), vreinterpretq_u16_u8(v27)));
+    let v43 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v25), vreinterpretq_u16_u8(v27)));
+    let v44 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v28), vreinterpretq_u16_u8(v30)));
+    let v45 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v28), vreinterpretq_u16_u8(v30)));
+    let v46 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v29), vreinterpretq_u16_u8(v31)));
+    let v47 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v29), vreinterpretq_u16_u8(v31)));
+    let v48 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v32), vreinterpretq_u32_u8(v36)));
+    let v49 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v32), vreinterpretq_u32_u8(v36)));
+    let v50 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v34), vreinterpretq_u32_u8(v38)));
+    let v51 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v34), vreinterpretq_u32_u8(v38)));
+    let v52 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v33), vreinterpretq_u32_u8(v37)));
+    let v53 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v33), vreinterpretq_u32_u8(v37)));
+    let v54 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v35), vreinterpretq_u32_u8(v39)));
+    let v55 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v35), vreinterpretq_u32_u8(v39)));
+    let v56 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v40), vreinterpretq_u32_u8(v44)));
+    let v57 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v40), vreinterpretq_u32_u8(v44)));
+    let v58 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v42), vreinterpretq_u32_u8(v46)));
+    let v59 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v42), vreinterpretq_u32_u8(v46)));
+    let v60 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v41), vreinterpretq_u32_u8(v45)));
+    let v61 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v41), vreinterpretq_u32_u8(v45)));
+    let v62 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v43), vreinterpretq_u32_u8(v47)));
+    let v63 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v43), vreinterpretq_u32_u8(v47)));
+    let v64 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v48), vreinterpretq_u64_u8(v56)));
+    let v65 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v48), vreinterpretq_u64_u8(v56)));
+    let v66 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v50), vreinterpretq_u64_u8(v58)));
+    let v67 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v50), vreinterpretq_u64_u8(v58)));
+    let v68 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v52), vreinterpretq_u64_u8(v60)));
+    let v69 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v52), vreinterpretq_u64_u8(v60)));
+    let v70 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v54), vreinterpretq_u64_u8(v62)));
+    let v71 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v54), vreinterpretq_u64_u8(v62)));
+    let v72 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v49), vreinterpretq_u64_u8(v57)));
+    let v73 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v49), vreinterpretq_u64_u8(v57)));
+    let v74 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v51), vreinterpretq_u64_u8(v59)));
+    let v75 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v51), vreinterpretq_u64_u8(v59)));
+    let v76 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v53), vreinterpretq_u64_u8(v61)));
+    let v77 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v53), vreinterpretq_u64_u8(v61)));
+    let v78 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v55), vreinterpretq_u64_u8(v63)));
+    let v79 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v55), vreinterpretq_u64_u8(v63)));
+    vst1q_u8(dst.add(0 * dst_stride + 0), v64);
+    vst1q_u8(dst.add(1 * dst_stride + 0), v66);
+    vst1q_u8(dst.add(2 * dst_stride + 0), v68);
+    vst1q_u8(dst.add(3 * dst_stride + 0), v70);
+    vst1q_u8(dst.add(4 * dst_stride + 0), v72);
+    vst1q_u8(dst.add(5 * dst_stride + 0), v74);
+    vst1q_u8(dst.add(6 * dst_stride + 0), v76);
+    vst1q_u8(dst.add(7 * dst_stride + 0), v78);
+    vst1q_u8(dst.add(8 * dst_stride + 0), v65);
+    vst1q_u8(dst.add(9 * dst_stride + 0), v67);
+    vst1q_u8(dst.add(10 * dst_stride + 0), v69);
+    vst1q_u8(dst.add(11 * dst_stride + 0), v71);
+    vst1q_u8(dst.add(12 * dst_stride + 0), v73);
+    vst1q_u8(dst.add(13 * dst_stride + 0), v75);
+    vst1q_u8(dst.add(14 * dst_stride + 0), v77);
+    vst1q_u8(dst.add(15 * dst_stride + 0), v79);
+}
+
 /// 8x8 block of 16-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
 ///
 /// # Safety
@@ -182,6 +286,54 @@ pub unsafe fn transpose_8x8_b16_neon(src: *const u8, src_rows: *const usize, dst
     vst1q_u8(dst.add(*dst_rows.add(7) + 0), v31);
 }
 
+/// 8x8 block of 16-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
+///
+/// # Safety
+/// As `transpose_8x8_b16_neon`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "neon")]
+pub unsafe fn transpose_8x8_b16_neon_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = vld1q_u8(src.add(0 * src_stride + 0));
+    let v1 = vld1q_u8(src.add(1 * src_stride + 0));
+    let v2 = vld1q_u8(src.add(2 * src_stride + 0));
+    let v3 = vld1q_u8(src.add(3 * src_stride + 0));
+    let v4 = vld1q_u8(src.add(4 * src_stride + 0));
+    let v5 = vld1q_u8(src.add(5 * src_stride + 0));
+    let v6 = vld1q_u8(src.add(6 * src_stride + 0));
+    let v7 = vld1q_u8(src.add(7 * src_stride + 0));
+    let v8 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v0), vreinterpretq_u16_u8(v1)));
+    let v9 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v0), vreinterpretq_u16_u8(v1)));
+    let v10 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v2), vreinterpretq_u16_u8(v3)));
+    let v11 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v2), vreinterpretq_u16_u8(v3)));
+    let v12 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v4), vreinterpretq_u16_u8(v5)));
+    let v13 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v4), vreinterpretq_u16_u8(v5)));
+    let v14 = vreinterpretq_u8_u16(vtrn1q_u16(vreinterpretq_u16_u8(v6), vreinterpretq_u16_u8(v7)));
+    let v15 = vreinterpretq_u8_u16(vtrn2q_u16(vreinterpretq_u16_u8(v6), vreinterpretq_u16_u8(v7)));
+    let v16 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v8), vreinterpretq_u32_u8(v10)));
+    let v17 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v8), vreinterpretq_u32_u8(v10)));
+    let v18 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v9), vreinterpretq_u32_u8(v11)));
+    let v19 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v9), vreinterpretq_u32_u8(v11)));
+    let v20 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v12), vreinterpretq_u32_u8(v14)));
+    let v21 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v12), vreinterpretq_u32_u8(v14)));
+    let v22 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v13), vreinterpretq_u32_u8(v15)));
+    let v23 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v13), vreinterpretq_u32_u8(v15)));
+    let v24 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v16), vreinterpretq_u64_u8(v20)));
+    let v25 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v16), vreinterpretq_u64_u8(v20)));
+    let v26 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v18), vreinterpretq_u64_u8(v22)));
+    let v27 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v18), vreinterpretq_u64_u8(v22)));
+    let v28 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v17), vreinterpretq_u64_u8(v21)));
+    let v29 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v17), vreinterpretq_u64_u8(v21)));
+    let v30 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v19), vreinterpretq_u64_u8(v23)));
+    let v31 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v19), vreinterpretq_u64_u8(v23)));
+    vst1q_u8(dst.add(0 * dst_stride + 0), v24);
+    vst1q_u8(dst.add(1 * dst_stride + 0), v26);
+    vst1q_u8(dst.add(2 * dst_stride + 0), v28);
+    vst1q_u8(dst.add(3 * dst_stride + 0), v30);
+    vst1q_u8(dst.add(4 * dst_stride + 0), v25);
+    vst1q_u8(dst.add(5 * dst_stride + 0), v27);
+    vst1q_u8(dst.add(6 * dst_stride + 0), v29);
+    vst1q_u8(dst.add(7 * dst_stride + 0), v31);
+}
+
 /// 4x4 block of 32-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
 ///
 /// # Safety
@@ -206,6 +358,30 @@ pub unsafe fn transpose_4x4_b32_neon(src: *const u8, src_rows: *const usize, dst
     vst1q_u8(dst.add(*dst_rows.add(3) + 0), v11);
 }
 
+/// 4x4 block of 32-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x4_b32_neon`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "neon")]
+pub unsafe fn transpose_4x4_b32_neon_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = vld1q_u8(src.add(0 * src_stride + 0));
+    let v1 = vld1q_u8(src.add(1 * src_stride + 0));
+    let v2 = vld1q_u8(src.add(2 * src_stride + 0));
+    let v3 = vld1q_u8(src.add(3 * src_stride + 0));
+    let v4 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v0), vreinterpretq_u32_u8(v1)));
+    let v5 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v0), vreinterpretq_u32_u8(v1)));
+    let v6 = vreinterpretq_u8_u32(vtrn1q_u32(vreinterpretq_u32_u8(v2), vreinterpretq_u32_u8(v3)));
+    let v7 = vreinterpretq_u8_u32(vtrn2q_u32(vreinterpretq_u32_u8(v2), vreinterpretq_u32_u8(v3)));
+    let v8 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v4), vreinterpretq_u64_u8(v6)));
+    let v9 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v4), vreinterpretq_u64_u8(v6)));
+    let v10 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v5), vreinterpretq_u64_u8(v7)));
+    let v11 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v5), vreinterpretq_u64_u8(v7)));
+    vst1q_u8(dst.add(0 * dst_stride + 0), v8);
+    vst1q_u8(dst.add(1 * dst_stride + 0), v10);
+    vst1q_u8(dst.add(2 * dst_stride + 0), v9);
+    vst1q_u8(dst.add(3 * dst_stride + 0), v11);
+}
+
 /// 2x2 block of 64-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
 ///
 /// # Safety
@@ -218,6 +394,20 @@ pub unsafe fn transpose_2x2_b64_neon(src: *const u8, src_rows: *const usize, dst
     let v3 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v0), vreinterpretq_u64_u8(v1)));
     vst1q_u8(dst.add(*dst_rows.add(0) + 0), v2);
     vst1q_u8(dst.add(*dst_rows.add(1) + 0), v3);
+}
+
+/// 2x2 block of 64-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x2_b64_neon`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "neon")]
+pub unsafe fn transpose_2x2_b64_neon_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = vld1q_u8(src.add(0 * src_stride + 0));
+    let v1 = vld1q_u8(src.add(1 * src_stride + 0));
+    let v2 = vreinterpretq_u8_u64(vtrn1q_u64(vreinterpretq_u64_u8(v0), vreinterpretq_u64_u8(v1)));
+    let v3 = vreinterpretq_u8_u64(vtrn2q_u64(vreinterpretq_u64_u8(v0), vreinterpretq_u64_u8(v1)));
+    vst1q_u8(dst.add(0 * dst_stride + 0), v2);
+    vst1q_u8(dst.add(1 * dst_stride + 0), v3);
 }
 
 /// 16x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 2 shuffles, cost 4.

@@ -94,6 +94,70 @@ pub unsafe fn transpose_16x16_b8_avx2(src: *const u8, src_rows: *const usize, ds
     _mm_storeu_si128(dst.add(*dst_rows.add(14)) as *mut __m128i, _mm256_extracti128_si256(v39, 1));
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
+///
+/// # Safety
+/// As `transpose_16x16_b8_avx2`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x16_b8_avx2_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(0 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(8 * src_stride) as *const __m128i), 1);
+    let v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(1 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(9 * src_stride) as *const __m128i), 1);
+    let v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(2 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(10 * src_stride) as *const __m128i), 1);
+    let v3 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(3 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(11 * src_stride) as *const __m128i), 1);
+    let v4 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(4 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(12 * src_stride) as *const __m128i), 1);
+    let v5 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(5 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(13 * src_stride) as *const __m128i), 1);
+    let v6 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(6 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(14 * src_stride) as *const __m128i), 1);
+    let v7 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(src.add(7 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(15 * src_stride) as *const __m128i), 1);
+    let v8 = _mm256_unpacklo_epi8(v0, v1);
+    let v9 = _mm256_unpackhi_epi8(v0, v1);
+    let v10 = _mm256_unpacklo_epi8(v2, v3);
+    let v11 = _mm256_unpackhi_epi8(v2, v3);
+    let v12 = _mm256_unpacklo_epi8(v4, v5);
+    let v13 = _mm256_unpackhi_epi8(v4, v5);
+    let v14 = _mm256_unpacklo_epi8(v6, v7);
+    let v15 = _mm256_unpackhi_epi8(v6, v7);
+    let v16 = _mm256_unpacklo_epi16(v8, v10);
+    let v17 = _mm256_unpackhi_epi16(v8, v10);
+    let v18 = _mm256_unpacklo_epi16(v9, v11);
+    let v19 = _mm256_unpackhi_epi16(v9, v11);
+    let v20 = _mm256_unpacklo_epi16(v12, v14);
+    let v21 = _mm256_unpackhi_epi16(v12, v14);
+    let v22 = _mm256_unpacklo_epi16(v13, v15);
+    let v23 = _mm256_unpackhi_epi16(v13, v15);
+    let v24 = _mm256_unpacklo_epi32(v16, v20);
+    let v25 = _mm256_unpackhi_epi32(v16, v20);
+    let v26 = _mm256_unpacklo_epi32(v18, v22);
+    let v27 = _mm256_unpackhi_epi32(v18, v22);
+    let v28 = _mm256_unpacklo_epi32(v17, v21);
+    let v29 = _mm256_unpackhi_epi32(v17, v21);
+    let v30 = _mm256_unpacklo_epi32(v19, v23);
+    let v31 = _mm256_unpackhi_epi32(v19, v23);
+    let v32 = _mm256_permute4x64_epi64(v24, 141);
+    let v33 = _mm256_permute4x64_epi64(v26, 141);
+    let v34 = _mm256_permute4x64_epi64(v28, 141);
+    let v35 = _mm256_permute4x64_epi64(v30, 141);
+    let v36 = _mm256_permute4x64_epi64(v25, 141);
+    let v37 = _mm256_permute4x64_epi64(v27, 141);
+    let v38 = _mm256_permute4x64_epi64(v29, 141);
+    let v39 = _mm256_permute4x64_epi64(v31, 141);
+    _mm_storeu_si128(dst.add(1 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v32));
+    _mm_storeu_si128(dst.add(0 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v32, 1));
+    _mm_storeu_si128(dst.add(9 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v33));
+    _mm_storeu_si128(dst.add(8 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v33, 1));
+    _mm_storeu_si128(dst.add(5 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v34));
+    _mm_storeu_si128(dst.add(4 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v34, 1));
+    _mm_storeu_si128(dst.add(13 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v35));
+    _mm_storeu_si128(dst.add(12 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v35, 1));
+    _mm_storeu_si128(dst.add(3 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v36));
+    _mm_storeu_si128(dst.add(2 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v36, 1));
+    _mm_storeu_si128(dst.add(11 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v37));
+    _mm_storeu_si128(dst.add(10 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v37, 1));
+    _mm_storeu_si128(dst.add(7 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v38));
+    _mm_storeu_si128(dst.add(6 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v38, 1));
+    _mm_storeu_si128(dst.add(15 * dst_stride) as *mut __m128i, _mm256_castsi256_si128(v39));
+    _mm_storeu_si128(dst.add(14 * dst_stride) as *mut __m128i, _mm256_extracti128_si256(v39, 1));
+}
+
 /// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
 ///
 /// # Safety
@@ -198,6 +262,110 @@ pub unsafe fn transpose_16x16_b16_avx2(src: *const u8, src_rows: *const usize, d
     _mm256_storeu_si256(dst.add(*dst_rows.add(7) + 0) as *mut __m256i, v79);
 }
 
+/// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
+///
+/// # Safety
+/// As `transpose_16x16_b16_avx2`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x16_b16_avx2_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm256_loadu_si256(src.add(0 * src_stride + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(1 * src_stride + 0) as *const __m256i);
+    let v2 = _mm256_loadu_si256(src.add(2 * src_stride + 0) as *const __m256i);
+    let v3 = _mm256_loadu_si256(src.add(3 * src_stride + 0) as *const __m256i);
+    let v4 = _mm256_loadu_si256(src.add(4 * src_stride + 0) as *const __m256i);
+    let v5 = _mm256_loadu_si256(src.add(5 * src_stride + 0) as *const __m256i);
+    let v6 = _mm256_loadu_si256(src.add(6 * src_stride + 0) as *const __m256i);
+    let v7 = _mm256_loadu_si256(src.add(7 * src_stride + 0) as *const __m256i);
+    let v8 = _mm256_loadu_si256(src.add(8 * src_stride + 0) as *const __m256i);
+    let v9 = _mm256_loadu_si256(src.add(9 * src_stride + 0) as *const __m256i);
+    let v10 = _mm256_loadu_si256(src.add(10 * src_stride + 0) as *const __m256i);
+    let v11 = _mm256_loadu_si256(src.add(11 * src_stride + 0) as *const __m256i);
+    let v12 = _mm256_loadu_si256(src.add(12 * src_stride + 0) as *const __m256i);
+    let v13 = _mm256_loadu_si256(src.add(13 * src_stride + 0) as *const __m256i);
+    let v14 = _mm256_loadu_si256(src.add(14 * src_stride + 0) as *const __m256i);
+    let v15 = _mm256_loadu_si256(src.add(15 * src_stride + 0) as *const __m256i);
+    let v16 = _mm256_unpacklo_epi16(v0, v1);
+    let v17 = _mm256_unpackhi_epi16(v0, v1);
+    let v18 = _mm256_unpacklo_epi16(v2, v3);
+    let v19 = _mm256_unpackhi_epi16(v2, v3);
+    let v20 = _mm256_unpacklo_epi16(v4, v5);
+    let v21 = _mm256_unpackhi_epi16(v4, v5);
+    let v22 = _mm256_unpacklo_epi16(v6, v7);
+    let v23 = _mm256_unpackhi_epi16(v6, v7);
+    let v24 = _mm256_unpacklo_epi16(v8, v9);
+    let v25 = _mm256_unpackhi_epi16(v8, v9);
+    let v26 = _mm256_unpacklo_epi16(v10, v11);
+    let v27 = _mm256_unpackhi_epi16(v10, v11);
+    let v28 = _mm256_unpacklo_epi16(v12, v13);
+    let v29 = _mm256_unpackhi_epi16(v12, v13);
+    let v30 = _mm256_unpacklo_epi16(v14, v15);
+    let v31 = _mm256_unpackhi_epi16(v14, v15);
+    let v32 = _mm256_unpacklo_epi32(v16, v18);
+    let v33 = _mm256_unpackhi_epi32(v16, v18);
+    let v34 = _mm256_unpacklo_epi32(v17, v19);
+    let v35 = _mm256_unpackhi_epi32(v17, v19);
+    let v36 = _mm256_unpacklo_epi32(v20, v22);
+    let v37 = _mm256_unpackhi_epi32(v20, v22);
+    let v38 = _mm256_unpacklo_epi32(v21, v23);
+    let v39 = _mm256_unpackhi_epi32(v21, v23);
+    let v40 = _mm256_unpacklo_epi32(v24, v26);
+    let v41 = _mm256_unpackhi_epi32(v24, v26);
+    let v42 = _mm256_unpacklo_epi32(v25, v27);
+    let v43 = _mm256_unpackhi_epi32(v25, v27);
+    let v44 = _mm256_unpacklo_epi32(v28, v30);
+    let v45 = _mm256_unpackhi_epi32(v28, v30);
+    let v46 = _mm256_unpacklo_epi32(v29, v31);
+    let v47 = _mm256_unpackhi_epi32(v29, v31);
+    let v48 = _mm256_unpacklo_epi64(v32, v36);
+    let v49 = _mm256_unpackhi_epi64(v32, v36);
+    let v50 = _mm256_unpacklo_epi64(v34, v38);
+    let v51 = _mm256_unpackhi_epi64(v34, v38);
+    let v52 = _mm256_unpacklo_epi64(v33, v37);
+    let v53 = _mm256_unpackhi_epi64(v33, v37);
+    let v54 = _mm256_unpacklo_epi64(v35, v39);
+    let v55 = _mm256_unpackhi_epi64(v35, v39);
+    let v56 = _mm256_unpacklo_epi64(v40, v44);
+    let v57 = _mm256_unpackhi_epi64(v40, v44);
+    let v58 = _mm256_unpacklo_epi64(v42, v46);
+    let v59 = _mm256_unpackhi_epi64(v42, v46);
+    let v60 = _mm256_unpacklo_epi64(v41, v45);
+    let v61 = _mm256_unpackhi_epi64(v41, v45);
+    let v62 = _mm256_unpacklo_epi64(v43, v47);
+    let v63 = _mm256_unpackhi_epi64(v43, v47);
+    let v64 = _mm256_permute2x128_si256(v56, v48, 19);
+    let v65 = _mm256_permute2x128_si256(v56, v48, 2);
+    let v66 = _mm256_permute2x128_si256(v58, v50, 19);
+    let v67 = _mm256_permute2x128_si256(v58, v50, 2);
+    let v68 = _mm256_permute2x128_si256(v60, v52, 19);
+    let v69 = _mm256_permute2x128_si256(v60, v52, 2);
+    let v70 = _mm256_permute2x128_si256(v62, v54, 19);
+    let v71 = _mm256_permute2x128_si256(v62, v54, 2);
+    let v72 = _mm256_permute2x128_si256(v57, v49, 19);
+    let v73 = _mm256_permute2x128_si256(v57, v49, 2);
+    let v74 = _mm256_permute2x128_si256(v59, v51, 19);
+    let v75 = _mm256_permute2x128_si256(v59, v51, 2);
+    let v76 = _mm256_permute2x128_si256(v61, v53, 19);
+    let v77 = _mm256_permute2x128_si256(v61, v53, 2);
+    let v78 = _mm256_permute2x128_si256(v63, v55, 19);
+    let v79 = _mm256_permute2x128_si256(v63, v55, 2);
+    _mm256_storeu_si256(dst.add(8 * dst_stride + 0) as *mut __m256i, v64);
+    _mm256_storeu_si256(dst.add(12 * dst_stride + 0) as *mut __m256i, v66);
+    _mm256_storeu_si256(dst.add(10 * dst_stride + 0) as *mut __m256i, v68);
+    _mm256_storeu_si256(dst.add(14 * dst_stride + 0) as *mut __m256i, v70);
+    _mm256_storeu_si256(dst.add(9 * dst_stride + 0) as *mut __m256i, v72);
+    _mm256_storeu_si256(dst.add(13 * dst_stride + 0) as *mut __m256i, v74);
+    _mm256_storeu_si256(dst.add(11 * dst_stride + 0) as *mut __m256i, v76);
+    _mm256_storeu_si256(dst.add(15 * dst_stride + 0) as *mut __m256i, v78);
+    _mm256_storeu_si256(dst.add(0 * dst_stride + 0) as *mut __m256i, v65);
+    _mm256_storeu_si256(dst.add(4 * dst_stride + 0) as *mut __m256i, v67);
+    _mm256_storeu_si256(dst.add(2 * dst_stride + 0) as *mut __m256i, v69);
+    _mm256_storeu_si256(dst.add(6 * dst_stride + 0) as *mut __m256i, v71);
+    _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v73);
+    _mm256_storeu_si256(dst.add(5 * dst_stride + 0) as *mut __m256i, v75);
+    _mm256_storeu_si256(dst.add(3 * dst_stride + 0) as *mut __m256i, v77);
+    _mm256_storeu_si256(dst.add(7 * dst_stride + 0) as *mut __m256i, v79);
+}
+
 /// 8x8 block of 32-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
 ///
 /// # Safety
@@ -246,6 +414,54 @@ pub unsafe fn transpose_8x8_b32_avx2(src: *const u8, src_rows: *const usize, dst
     _mm256_storeu_si256(dst.add(*dst_rows.add(3) + 0) as *mut __m256i, v31);
 }
 
+/// 8x8 block of 32-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
+///
+/// # Safety
+/// As `transpose_8x8_b32_avx2`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_8x8_b32_avx2_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm256_loadu_si256(src.add(0 * src_stride + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(1 * src_stride + 0) as *const __m256i);
+    let v2 = _mm256_loadu_si256(src.add(2 * src_stride + 0) as *const __m256i);
+    let v3 = _mm256_loadu_si256(src.add(3 * src_stride + 0) as *const __m256i);
+    let v4 = _mm256_loadu_si256(src.add(4 * src_stride + 0) as *const __m256i);
+    let v5 = _mm256_loadu_si256(src.add(5 * src_stride + 0) as *const __m256i);
+    let v6 = _mm256_loadu_si256(src.add(6 * src_stride + 0) as *const __m256i);
+    let v7 = _mm256_loadu_si256(src.add(7 * src_stride + 0) as *const __m256i);
+    let v8 = _mm256_unpacklo_epi32(v0, v1);
+    let v9 = _mm256_unpackhi_epi32(v0, v1);
+    let v10 = _mm256_unpacklo_epi32(v2, v3);
+    let v11 = _mm256_unpackhi_epi32(v2, v3);
+    let v12 = _mm256_unpacklo_epi32(v4, v5);
+    let v13 = _mm256_unpackhi_epi32(v4, v5);
+    let v14 = _mm256_unpacklo_epi32(v6, v7);
+    let v15 = _mm256_unpackhi_epi32(v6, v7);
+    let v16 = _mm256_unpacklo_epi64(v8, v10);
+    let v17 = _mm256_unpackhi_epi64(v8, v10);
+    let v18 = _mm256_unpacklo_epi64(v9, v11);
+    let v19 = _mm256_unpackhi_epi64(v9, v11);
+    let v20 = _mm256_unpacklo_epi64(v12, v14);
+    let v21 = _mm256_unpackhi_epi64(v12, v14);
+    let v22 = _mm256_unpacklo_epi64(v13, v15);
+    let v23 = _mm256_unpackhi_epi64(v13, v15);
+    let v24 = _mm256_permute2x128_si256(v20, v16, 19);
+    let v25 = _mm256_permute2x128_si256(v20, v16, 2);
+    let v26 = _mm256_permute2x128_si256(v22, v18, 19);
+    let v27 = _mm256_permute2x128_si256(v22, v18, 2);
+    let v28 = _mm256_permute2x128_si256(v21, v17, 19);
+    let v29 = _mm256_permute2x128_si256(v21, v17, 2);
+    let v30 = _mm256_permute2x128_si256(v23, v19, 19);
+    let v31 = _mm256_permute2x128_si256(v23, v19, 2);
+    _mm256_storeu_si256(dst.add(4 * dst_stride + 0) as *mut __m256i, v24);
+    _mm256_storeu_si256(dst.add(6 * dst_stride + 0) as *mut __m256i, v26);
+    _mm256_storeu_si256(dst.add(5 * dst_stride + 0) as *mut __m256i, v28);
+    _mm256_storeu_si256(dst.add(7 * dst_stride + 0) as *mut __m256i, v30);
+    _mm256_storeu_si256(dst.add(0 * dst_stride + 0) as *mut __m256i, v25);
+    _mm256_storeu_si256(dst.add(2 * dst_stride + 0) as *mut __m256i, v27);
+    _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v29);
+    _mm256_storeu_si256(dst.add(3 * dst_stride + 0) as *mut __m256i, v31);
+}
+
 /// 4x4 block of 64-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
 ///
 /// # Safety
@@ -270,6 +486,30 @@ pub unsafe fn transpose_4x4_b64_avx2(src: *const u8, src_rows: *const usize, dst
     _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v11);
 }
 
+/// 4x4 block of 64-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x4_b64_avx2`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_4x4_b64_avx2_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm256_loadu_si256(src.add(0 * src_stride + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(1 * src_stride + 0) as *const __m256i);
+    let v2 = _mm256_loadu_si256(src.add(2 * src_stride + 0) as *const __m256i);
+    let v3 = _mm256_loadu_si256(src.add(3 * src_stride + 0) as *const __m256i);
+    let v4 = _mm256_unpacklo_epi64(v0, v1);
+    let v5 = _mm256_unpackhi_epi64(v0, v1);
+    let v6 = _mm256_unpacklo_epi64(v2, v3);
+    let v7 = _mm256_unpackhi_epi64(v2, v3);
+    let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+    let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+    let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+    let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+    _mm256_storeu_si256(dst.add(2 * dst_stride + 0) as *mut __m256i, v8);
+    _mm256_storeu_si256(dst.add(3 * dst_stride + 0) as *mut __m256i, v10);
+    _mm256_storeu_si256(dst.add(0 * dst_stride + 0) as *mut __m256i, v9);
+    _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v11);
+}
+
 /// 2x2 block of 128-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
 ///
 /// # Safety
@@ -282,6 +522,20 @@ pub unsafe fn transpose_2x2_b128_avx2(src: *const u8, src_rows: *const usize, ds
     let v3 = _mm256_permute2x128_si256(v1, v0, 2);
     _mm256_storeu_si256(dst.add(*dst_rows.add(1) + 0) as *mut __m256i, v2);
     _mm256_storeu_si256(dst.add(*dst_rows.add(0) + 0) as *mut __m256i, v3);
+}
+
+/// 2x2 block of 128-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
+///
+/// # Safety
+/// As `transpose_2x2_b128_avx2`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_2x2_b128_avx2_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm256_loadu_si256(src.add(0 * src_stride + 0) as *const __m256i);
+    let v1 = _mm256_loadu_si256(src.add(1 * src_stride + 0) as *const __m256i);
+    let v2 = _mm256_permute2x128_si256(v1, v0, 19);
+    let v3 = _mm256_permute2x128_si256(v1, v0, 2);
+    _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v2);
+    _mm256_storeu_si256(dst.add(0 * dst_stride + 0) as *mut __m256i, v3);
 }
 
 /// 32x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.

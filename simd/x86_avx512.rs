@@ -78,6 +78,54 @@ pub unsafe fn transpose_16x16_b8_avx512(src: *const u8, src_rows: *const usize, 
     _mm_storeu_si128(dst.add(*dst_rows.add(15)) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 3));
 }
 
+/// 16x16 block of 8-bit elements (source rows anywhere, destination rows anywhere): 20 shuffles, cost 40.
+///
+/// # Safety
+/// As `transpose_16x16_b8_avx512`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_16x16_b8_avx512_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(0 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(4 * src_stride) as *const __m128i), 1), _mm_loadu_si128(src.add(8 * src_stride) as *const __m128i), 2), _mm_loadu_si128(src.add(12 * src_stride) as *const __m128i), 3);
+    let v1 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(1 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(5 * src_stride) as *const __m128i), 1), _mm_loadu_si128(src.add(9 * src_stride) as *const __m128i), 2), _mm_loadu_si128(src.add(13 * src_stride) as *const __m128i), 3);
+    let v2 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(2 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(6 * src_stride) as *const __m128i), 1), _mm_loadu_si128(src.add(10 * src_stride) as *const __m128i), 2), _mm_loadu_si128(src.add(14 * src_stride) as *const __m128i), 3);
+    let v3 = _mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128(src.add(3 * src_stride) as *const __m128i)), _mm_loadu_si128(src.add(7 * src_stride) as *const __m128i), 1), _mm_loadu_si128(src.add(11 * src_stride) as *const __m128i), 2), _mm_loadu_si128(src.add(15 * src_stride) as *const __m128i), 3);
+    let v4 = _mm512_unpacklo_epi8(v0, v1);
+    let v5 = _mm512_unpackhi_epi8(v0, v1);
+    let v6 = _mm512_unpacklo_epi8(v2, v3);
+    let v7 = _mm512_unpackhi_epi8(v2, v3);
+    let v8 = _mm512_unpacklo_epi16(v4, v6);
+    let v9 = _mm512_unpackhi_epi16(v4, v6);
+    let v10 = _mm512_unpacklo_epi16(v5, v7);
+    let v11 = _mm512_unpackhi_epi16(v5, v7);
+    let v12 = _mm512_shuffle_i32x4(v8, v10, 119);
+    let v13 = _mm512_shuffle_i32x4(v8, v10, 34);
+    let v14 = _mm512_shuffle_i32x4(v9, v11, 119);
+    let v15 = _mm512_shuffle_i32x4(v9, v11, 34);
+    let v16 = _mm512_unpacklo_epi32(v13, v12);
+    let v17 = _mm512_unpackhi_epi32(v13, v12);
+    let v18 = _mm512_unpacklo_epi32(v15, v14);
+    let v19 = _mm512_unpackhi_epi32(v15, v14);
+    let v20 = _mm512_permutex_epi64(v16, 114);
+    let v21 = _mm512_permutex_epi64(v17, 114);
+    let v22 = _mm512_permutex_epi64(v18, 114);
+    let v23 = _mm512_permutex_epi64(v19, 114);
+    _mm_storeu_si128(dst.add(0 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 0));
+    _mm_storeu_si128(dst.add(1 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 1));
+    _mm_storeu_si128(dst.add(8 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 2));
+    _mm_storeu_si128(dst.add(9 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v20, 3));
+    _mm_storeu_si128(dst.add(2 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 0));
+    _mm_storeu_si128(dst.add(3 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 1));
+    _mm_storeu_si128(dst.add(10 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 2));
+    _mm_storeu_si128(dst.add(11 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v21, 3));
+    _mm_storeu_si128(dst.add(4 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 0));
+    _mm_storeu_si128(dst.add(5 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 1));
+    _mm_storeu_si128(dst.add(12 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 2));
+    _mm_storeu_si128(dst.add(13 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v22, 3));
+    _mm_storeu_si128(dst.add(6 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 0));
+    _mm_storeu_si128(dst.add(7 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 1));
+    _mm_storeu_si128(dst.add(14 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 2));
+    _mm_storeu_si128(dst.add(15 * dst_stride) as *mut __m128i, _mm512_extracti32x4_epi32(v23, 3));
+}
+
 /// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
 ///
 /// # Safety
@@ -140,6 +188,70 @@ pub unsafe fn transpose_16x16_b16_avx512(src: *const u8, src_rows: *const usize,
     _mm256_storeu_si256(dst.add(*dst_rows.add(7)) as *mut __m256i, _mm512_extracti64x4_epi64(v37, 1));
     _mm256_storeu_si256(dst.add(*dst_rows.add(11)) as *mut __m256i, _mm512_castsi512_si256(v39));
     _mm256_storeu_si256(dst.add(*dst_rows.add(15)) as *mut __m256i, _mm512_extracti64x4_epi64(v39, 1));
+}
+
+/// 16x16 block of 16-bit elements (source rows anywhere, destination rows anywhere): 32 shuffles, cost 64.
+///
+/// # Safety
+/// As `transpose_16x16_b16_avx512`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_16x16_b16_avx512_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(0 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(8 * src_stride) as *const __m256i), 1);
+    let v1 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(1 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(9 * src_stride) as *const __m256i), 1);
+    let v2 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(2 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(10 * src_stride) as *const __m256i), 1);
+    let v3 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(3 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(11 * src_stride) as *const __m256i), 1);
+    let v4 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(4 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(12 * src_stride) as *const __m256i), 1);
+    let v5 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(5 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(13 * src_stride) as *const __m256i), 1);
+    let v6 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(6 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(14 * src_stride) as *const __m256i), 1);
+    let v7 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(src.add(7 * src_stride) as *const __m256i)), _mm256_loadu_si256(src.add(15 * src_stride) as *const __m256i), 1);
+    let v8 = _mm512_unpacklo_epi16(v0, v1);
+    let v9 = _mm512_unpackhi_epi16(v0, v1);
+    let v10 = _mm512_unpacklo_epi16(v2, v3);
+    let v11 = _mm512_unpackhi_epi16(v2, v3);
+    let v12 = _mm512_unpacklo_epi16(v4, v5);
+    let v13 = _mm512_unpackhi_epi16(v4, v5);
+    let v14 = _mm512_unpacklo_epi16(v6, v7);
+    let v15 = _mm512_unpackhi_epi16(v6, v7);
+    let v16 = _mm512_unpacklo_epi32(v8, v10);
+    let v17 = _mm512_unpackhi_epi32(v8, v10);
+    let v18 = _mm512_unpacklo_epi32(v9, v11);
+    let v19 = _mm512_unpackhi_epi32(v9, v11);
+    let v20 = _mm512_unpacklo_epi32(v12, v14);
+    let v21 = _mm512_unpackhi_epi32(v12, v14);
+    let v22 = _mm512_unpacklo_epi32(v13, v15);
+    let v23 = _mm512_unpackhi_epi32(v13, v15);
+    let v24 = _mm512_shuffle_i32x4(v16, v18, 136);
+    let v25 = _mm512_shuffle_i32x4(v16, v18, 221);
+    let v26 = _mm512_shuffle_i32x4(v17, v19, 136);
+    let v27 = _mm512_shuffle_i32x4(v17, v19, 221);
+    let v28 = _mm512_shuffle_i32x4(v20, v22, 136);
+    let v29 = _mm512_shuffle_i32x4(v20, v22, 221);
+    let v30 = _mm512_shuffle_i32x4(v21, v23, 136);
+    let v31 = _mm512_shuffle_i32x4(v21, v23, 221);
+    let v32 = _mm512_unpacklo_epi64(v24, v28);
+    let v33 = _mm512_unpackhi_epi64(v24, v28);
+    let v34 = _mm512_unpacklo_epi64(v25, v29);
+    let v35 = _mm512_unpackhi_epi64(v25, v29);
+    let v36 = _mm512_unpacklo_epi64(v26, v30);
+    let v37 = _mm512_unpackhi_epi64(v26, v30);
+    let v38 = _mm512_unpacklo_epi64(v27, v31);
+    let v39 = _mm512_unpackhi_epi64(v27, v31);
+    _mm256_storeu_si256(dst.add(0 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v32));
+    _mm256_storeu_si256(dst.add(4 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v32, 1));
+    _mm256_storeu_si256(dst.add(8 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v34));
+    _mm256_storeu_si256(dst.add(12 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v34, 1));
+    _mm256_storeu_si256(dst.add(2 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v36));
+    _mm256_storeu_si256(dst.add(6 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v36, 1));
+    _mm256_storeu_si256(dst.add(10 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v38));
+    _mm256_storeu_si256(dst.add(14 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v38, 1));
+    _mm256_storeu_si256(dst.add(1 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v33));
+    _mm256_storeu_si256(dst.add(5 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v33, 1));
+    _mm256_storeu_si256(dst.add(9 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v35));
+    _mm256_storeu_si256(dst.add(13 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v35, 1));
+    _mm256_storeu_si256(dst.add(3 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v37));
+    _mm256_storeu_si256(dst.add(7 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v37, 1));
+    _mm256_storeu_si256(dst.add(11 * dst_stride) as *mut __m256i, _mm512_castsi512_si256(v39));
+    _mm256_storeu_si256(dst.add(15 * dst_stride) as *mut __m256i, _mm512_extracti64x4_epi64(v39, 1));
 }
 
 /// 16x16 block of 32-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
@@ -262,6 +374,126 @@ pub unsafe fn transpose_16x16_b32_avx512(src: *const u8, src_rows: *const usize,
     _mm512_storeu_si512(dst.add(*dst_rows.add(3) + 0) as *mut __m512i, v79);
 }
 
+/// 16x16 block of 32-bit elements (source rows anywhere, destination rows anywhere): 64 shuffles, cost 128.
+///
+/// # Safety
+/// As `transpose_16x16_b32_avx512`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_16x16_b32_avx512_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm512_loadu_si512(src.add(0 * src_stride + 0) as *const __m512i);
+    let v1 = _mm512_loadu_si512(src.add(1 * src_stride + 0) as *const __m512i);
+    let v2 = _mm512_loadu_si512(src.add(2 * src_stride + 0) as *const __m512i);
+    let v3 = _mm512_loadu_si512(src.add(3 * src_stride + 0) as *const __m512i);
+    let v4 = _mm512_loadu_si512(src.add(4 * src_stride + 0) as *const __m512i);
+    let v5 = _mm512_loadu_si512(src.add(5 * src_stride + 0) as *const __m512i);
+    let v6 = _mm512_loadu_si512(src.add(6 * src_stride + 0) as *const __m512i);
+    let v7 = _mm512_loadu_si512(src.add(7 * src_stride + 0) as *const __m512i);
+    let v8 = _mm512_loadu_si512(src.add(8 * src_stride + 0) as *const __m512i);
+    let v9 = _mm512_loadu_si512(src.add(9 * src_stride + 0) as *const __m512i);
+    let v10 = _mm512_loadu_si512(src.add(10 * src_stride + 0) as *const __m512i);
+    let v11 = _mm512_loadu_si512(src.add(11 * src_stride + 0) as *const __m512i);
+    let v12 = _mm512_loadu_si512(src.add(12 * src_stride + 0) as *const __m512i);
+    let v13 = _mm512_loadu_si512(src.add(13 * src_stride + 0) as *const __m512i);
+    let v14 = _mm512_loadu_si512(src.add(14 * src_stride + 0) as *const __m512i);
+    let v15 = _mm512_loadu_si512(src.add(15 * src_stride + 0) as *const __m512i);
+    const K48: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K49: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K50: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K51: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K52: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K53: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K54: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K55: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K56: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K57: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K58: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K59: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K60: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K61: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    const K62: [u32; 16] = [0, 2, 1, 3, 8, 10, 9, 11, 16, 18, 17, 19, 24, 26, 25, 27];
+    const K63: [u32; 16] = [4, 6, 5, 7, 12, 14, 13, 15, 20, 22, 21, 23, 28, 30, 29, 31];
+    let v16 = _mm512_unpacklo_epi32(v0, v1);
+    let v17 = _mm512_unpackhi_epi32(v0, v1);
+    let v18 = _mm512_unpacklo_epi32(v2, v3);
+    let v19 = _mm512_unpackhi_epi32(v2, v3);
+    let v20 = _mm512_unpacklo_epi32(v4, v5);
+    let v21 = _mm512_unpackhi_epi32(v4, v5);
+    let v22 = _mm512_unpacklo_epi32(v6, v7);
+    let v23 = _mm512_unpackhi_epi32(v6, v7);
+    let v24 = _mm512_unpacklo_epi32(v8, v9);
+    let v25 = _mm512_unpackhi_epi32(v8, v9);
+    let v26 = _mm512_unpacklo_epi32(v10, v11);
+    let v27 = _mm512_unpackhi_epi32(v10, v11);
+    let v28 = _mm512_unpacklo_epi32(v12, v13);
+    let v29 = _mm512_unpackhi_epi32(v12, v13);
+    let v30 = _mm512_unpacklo_epi32(v14, v15);
+    let v31 = _mm512_unpackhi_epi32(v14, v15);
+    let v32 = _mm512_unpacklo_epi32(v16, v18);
+    let v33 = _mm512_unpackhi_epi32(v16, v18);
+    let v34 = _mm512_unpacklo_epi32(v17, v19);
+    let v35 = _mm512_unpackhi_epi32(v17, v19);
+    let v36 = _mm512_unpacklo_epi32(v20, v22);
+    let v37 = _mm512_unpackhi_epi32(v20, v22);
+    let v38 = _mm512_unpacklo_epi32(v21, v23);
+    let v39 = _mm512_unpackhi_epi32(v21, v23);
+    let v40 = _mm512_unpacklo_epi32(v24, v26);
+    let v41 = _mm512_unpackhi_epi32(v24, v26);
+    let v42 = _mm512_unpacklo_epi32(v25, v27);
+    let v43 = _mm512_unpackhi_epi32(v25, v27);
+    let v44 = _mm512_unpacklo_epi32(v28, v30);
+    let v45 = _mm512_unpackhi_epi32(v28, v30);
+    let v46 = _mm512_unpacklo_epi32(v29, v31);
+    let v47 = _mm512_unpackhi_epi32(v29, v31);
+    let v48 = _mm512_shuffle_i32x4(v32, v36, 119);
+    let v49 = _mm512_shuffle_i32x4(v32, v36, 34);
+    let v50 = _mm512_shuffle_i32x4(v34, v38, 119);
+    let v51 = _mm512_shuffle_i32x4(v34, v38, 34);
+    let v52 = _mm512_shuffle_i32x4(v33, v37, 119);
+    let v53 = _mm512_shuffle_i32x4(v33, v37, 34);
+    let v54 = _mm512_shuffle_i32x4(v35, v39, 119);
+    let v55 = _mm512_shuffle_i32x4(v35, v39, 34);
+    let v56 = _mm512_shuffle_i32x4(v40, v44, 119);
+    let v57 = _mm512_shuffle_i32x4(v40, v44, 34);
+    let v58 = _mm512_shuffle_i32x4(v42, v46, 119);
+    let v59 = _mm512_shuffle_i32x4(v42, v46, 34);
+    let v60 = _mm512_shuffle_i32x4(v41, v45, 119);
+    let v61 = _mm512_shuffle_i32x4(v41, v45, 34);
+    let v62 = _mm512_shuffle_i32x4(v43, v47, 119);
+    let v63 = _mm512_shuffle_i32x4(v43, v47, 34);
+    let v64 = _mm512_permutex2var_epi32(v48, _mm512_loadu_si512(K48.as_ptr() as *const __m512i), v56);
+    let v65 = _mm512_permutex2var_epi32(v48, _mm512_loadu_si512(K49.as_ptr() as *const __m512i), v56);
+    let v66 = _mm512_permutex2var_epi32(v50, _mm512_loadu_si512(K50.as_ptr() as *const __m512i), v58);
+    let v67 = _mm512_permutex2var_epi32(v50, _mm512_loadu_si512(K51.as_ptr() as *const __m512i), v58);
+    let v68 = _mm512_permutex2var_epi32(v52, _mm512_loadu_si512(K52.as_ptr() as *const __m512i), v60);
+    let v69 = _mm512_permutex2var_epi32(v52, _mm512_loadu_si512(K53.as_ptr() as *const __m512i), v60);
+    let v70 = _mm512_permutex2var_epi32(v54, _mm512_loadu_si512(K54.as_ptr() as *const __m512i), v62);
+    let v71 = _mm512_permutex2var_epi32(v54, _mm512_loadu_si512(K55.as_ptr() as *const __m512i), v62);
+    let v72 = _mm512_permutex2var_epi32(v49, _mm512_loadu_si512(K56.as_ptr() as *const __m512i), v57);
+    let v73 = _mm512_permutex2var_epi32(v49, _mm512_loadu_si512(K57.as_ptr() as *const __m512i), v57);
+    let v74 = _mm512_permutex2var_epi32(v51, _mm512_loadu_si512(K58.as_ptr() as *const __m512i), v59);
+    let v75 = _mm512_permutex2var_epi32(v51, _mm512_loadu_si512(K59.as_ptr() as *const __m512i), v59);
+    let v76 = _mm512_permutex2var_epi32(v53, _mm512_loadu_si512(K60.as_ptr() as *const __m512i), v61);
+    let v77 = _mm512_permutex2var_epi32(v53, _mm512_loadu_si512(K61.as_ptr() as *const __m512i), v61);
+    let v78 = _mm512_permutex2var_epi32(v55, _mm512_loadu_si512(K62.as_ptr() as *const __m512i), v63);
+    let v79 = _mm512_permutex2var_epi32(v55, _mm512_loadu_si512(K63.as_ptr() as *const __m512i), v63);
+    _mm512_storeu_si512(dst.add(12 * dst_stride + 0) as *mut __m512i, v64);
+    _mm512_storeu_si512(dst.add(14 * dst_stride + 0) as *mut __m512i, v66);
+    _mm512_storeu_si512(dst.add(13 * dst_stride + 0) as *mut __m512i, v68);
+    _mm512_storeu_si512(dst.add(15 * dst_stride + 0) as *mut __m512i, v70);
+    _mm512_storeu_si512(dst.add(8 * dst_stride + 0) as *mut __m512i, v72);
+    _mm512_storeu_si512(dst.add(10 * dst_stride + 0) as *mut __m512i, v74);
+    _mm512_storeu_si512(dst.add(9 * dst_stride + 0) as *mut __m512i, v76);
+    _mm512_storeu_si512(dst.add(11 * dst_stride + 0) as *mut __m512i, v78);
+    _mm512_storeu_si512(dst.add(4 * dst_stride + 0) as *mut __m512i, v65);
+    _mm512_storeu_si512(dst.add(6 * dst_stride + 0) as *mut __m512i, v67);
+    _mm512_storeu_si512(dst.add(5 * dst_stride + 0) as *mut __m512i, v69);
+    _mm512_storeu_si512(dst.add(7 * dst_stride + 0) as *mut __m512i, v71);
+    _mm512_storeu_si512(dst.add(0 * dst_stride + 0) as *mut __m512i, v73);
+    _mm512_storeu_si512(dst.add(2 * dst_stride + 0) as *mut __m512i, v75);
+    _mm512_storeu_si512(dst.add(1 * dst_stride + 0) as *mut __m512i, v77);
+    _mm512_storeu_si512(dst.add(3 * dst_stride + 0) as *mut __m512i, v79);
+}
+
 /// 8x8 block of 64-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
 ///
 /// # Safety
@@ -310,6 +542,54 @@ pub unsafe fn transpose_8x8_b64_avx512(src: *const u8, src_rows: *const usize, d
     _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v31);
 }
 
+/// 8x8 block of 64-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
+///
+/// # Safety
+/// As `transpose_8x8_b64_avx512`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_8x8_b64_avx512_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm512_loadu_si512(src.add(0 * src_stride + 0) as *const __m512i);
+    let v1 = _mm512_loadu_si512(src.add(1 * src_stride + 0) as *const __m512i);
+    let v2 = _mm512_loadu_si512(src.add(2 * src_stride + 0) as *const __m512i);
+    let v3 = _mm512_loadu_si512(src.add(3 * src_stride + 0) as *const __m512i);
+    let v4 = _mm512_loadu_si512(src.add(4 * src_stride + 0) as *const __m512i);
+    let v5 = _mm512_loadu_si512(src.add(5 * src_stride + 0) as *const __m512i);
+    let v6 = _mm512_loadu_si512(src.add(6 * src_stride + 0) as *const __m512i);
+    let v7 = _mm512_loadu_si512(src.add(7 * src_stride + 0) as *const __m512i);
+    let v8 = _mm512_unpacklo_epi64(v0, v1);
+    let v9 = _mm512_unpackhi_epi64(v0, v1);
+    let v10 = _mm512_unpacklo_epi64(v2, v3);
+    let v11 = _mm512_unpackhi_epi64(v2, v3);
+    let v12 = _mm512_unpacklo_epi64(v4, v5);
+    let v13 = _mm512_unpackhi_epi64(v4, v5);
+    let v14 = _mm512_unpacklo_epi64(v6, v7);
+    let v15 = _mm512_unpackhi_epi64(v6, v7);
+    let v16 = _mm512_shuffle_i32x4(v8, v10, 119);
+    let v17 = _mm512_shuffle_i32x4(v8, v10, 34);
+    let v18 = _mm512_shuffle_i32x4(v9, v11, 119);
+    let v19 = _mm512_shuffle_i32x4(v9, v11, 34);
+    let v20 = _mm512_shuffle_i32x4(v12, v14, 119);
+    let v21 = _mm512_shuffle_i32x4(v12, v14, 34);
+    let v22 = _mm512_shuffle_i32x4(v13, v15, 119);
+    let v23 = _mm512_shuffle_i32x4(v13, v15, 34);
+    let v24 = _mm512_shuffle_i32x4(v16, v20, 136);
+    let v25 = _mm512_shuffle_i32x4(v16, v20, 221);
+    let v26 = _mm512_shuffle_i32x4(v18, v22, 136);
+    let v27 = _mm512_shuffle_i32x4(v18, v22, 221);
+    let v28 = _mm512_shuffle_i32x4(v17, v21, 136);
+    let v29 = _mm512_shuffle_i32x4(v17, v21, 221);
+    let v30 = _mm512_shuffle_i32x4(v19, v23, 136);
+    let v31 = _mm512_shuffle_i32x4(v19, v23, 221);
+    _mm512_storeu_si512(dst.add(6 * dst_stride + 0) as *mut __m512i, v24);
+    _mm512_storeu_si512(dst.add(7 * dst_stride + 0) as *mut __m512i, v26);
+    _mm512_storeu_si512(dst.add(4 * dst_stride + 0) as *mut __m512i, v28);
+    _mm512_storeu_si512(dst.add(5 * dst_stride + 0) as *mut __m512i, v30);
+    _mm512_storeu_si512(dst.add(2 * dst_stride + 0) as *mut __m512i, v25);
+    _mm512_storeu_si512(dst.add(3 * dst_stride + 0) as *mut __m512i, v27);
+    _mm512_storeu_si512(dst.add(0 * dst_stride + 0) as *mut __m512i, v29);
+    _mm512_storeu_si512(dst.add(1 * dst_stride + 0) as *mut __m512i, v31);
+}
+
 /// 4x4 block of 128-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
 ///
 /// # Safety
@@ -332,6 +612,30 @@ pub unsafe fn transpose_4x4_b128_avx512(src: *const u8, src_rows: *const usize, 
     _mm512_storeu_si512(dst.add(*dst_rows.add(2) + 0) as *mut __m512i, v10);
     _mm512_storeu_si512(dst.add(*dst_rows.add(1) + 0) as *mut __m512i, v9);
     _mm512_storeu_si512(dst.add(*dst_rows.add(0) + 0) as *mut __m512i, v11);
+}
+
+/// 4x4 block of 128-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
+///
+/// # Safety
+/// As `transpose_4x4_b128_avx512`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn transpose_4x4_b128_avx512_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {
+    let v0 = _mm512_loadu_si512(src.add(0 * src_stride + 0) as *const __m512i);
+    let v1 = _mm512_loadu_si512(src.add(1 * src_stride + 0) as *const __m512i);
+    let v2 = _mm512_loadu_si512(src.add(2 * src_stride + 0) as *const __m512i);
+    let v3 = _mm512_loadu_si512(src.add(3 * src_stride + 0) as *const __m512i);
+    let v4 = _mm512_shuffle_i32x4(v0, v1, 119);
+    let v5 = _mm512_shuffle_i32x4(v0, v1, 34);
+    let v6 = _mm512_shuffle_i32x4(v2, v3, 119);
+    let v7 = _mm512_shuffle_i32x4(v2, v3, 34);
+    let v8 = _mm512_shuffle_i32x4(v4, v6, 136);
+    let v9 = _mm512_shuffle_i32x4(v4, v6, 221);
+    let v10 = _mm512_shuffle_i32x4(v5, v7, 136);
+    let v11 = _mm512_shuffle_i32x4(v5, v7, 221);
+    _mm512_storeu_si512(dst.add(3 * dst_stride + 0) as *mut __m512i, v8);
+    _mm512_storeu_si512(dst.add(2 * dst_stride + 0) as *mut __m512i, v10);
+    _mm512_storeu_si512(dst.add(1 * dst_stride + 0) as *mut __m512i, v9);
+    _mm512_storeu_si512(dst.add(0 * dst_stride + 0) as *mut __m512i, v11);
 }
 
 /// 64x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.

@@ -356,17 +356,16 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
         net.cost(&isa)
     );
     let signature = "(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize)";
-    let _ = writeln!(out, "{doc}");
-    let _ = writeln!(
-        out,
-        "///\n/// # Safety\n/// The CPU must support `{}`; every row named by the offset tables must be valid.",
+    let safety = format!(
+        "The CPU must support `{}`; every row named by the offset tables must be valid.",
         target_features(p.isa)
     );
-    let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(p.isa));
+    fn_header(&mut out, &doc, &safety, p.isa);
     let _ = writeln!(out, "pub unsafe fn {}{signature} {{", p.fn_name());
     if !has_trusted(p) {
         kernel_body(p, net, &mut out);
-        out.push_str("}\n");
+        out.push_str("}\n\n");
+        out.push_str(&strided_fn(p, net, &doc));
         return out;
     }
     if p.src == Rows::Contiguous {
@@ -391,13 +390,11 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
     }
     let _ = writeln!(out, "    {}_trusted(src, src_rows, dst, dst_rows)", p.fn_name());
     out.push_str("}\n\n");
-    let _ = writeln!(out, "{doc}");
-    let _ = writeln!(
-        out,
-        "///\n/// # Safety\n/// As `{}`, and the rows it expects back to back must be back to back (not checked).",
+    let safety = format!(
+        "As `{}`, and the rows it expects back to back must be back to back (not checked).",
         p.fn_name()
     );
-    let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(p.isa));
+    fn_header(&mut out, &doc, &safety, p.isa);
     let _ = writeln!(out, "#[inline]");
     let _ = writeln!(out, "pub unsafe fn {}_trusted{signature} {{", p.fn_name());
     if p.src == Rows::Contiguous {
@@ -407,6 +404,54 @@ pub fn kernel_fn(p: &Problem, net: &Network) -> String {
         let _ = writeln!(out, "    let d0 = *dst_rows;");
     }
     kernel_body(p, net, &mut out);
+    out.push_str("}\n");
+    out
+}
+
+/// A kernel function's doc line, its safety section and its target feature.
+fn fn_header(out: &mut String, doc: &str, safety: &str, isa: IsaKind) {
+    let _ = writeln!(out, "{doc}\n///\n/// # Safety\n/// {safety}");
+    let _ = writeln!(out, "#[target_feature(enable = \"{}\")]", target_features(isa));
+}
+
+/// Whether the kernel also comes as `<name>_strided` (see [`strided_fn`]).
+fn has_strided(p: &Problem) -> bool {
+    p.src == Rows::Separate && p.dst == Rows::Separate
+}
+
+/// `<name>_strided` of a kernel with rows anywhere on both sides: row `j` of the
+/// source at `src + j * src_stride`, row `i` of the destination at
+/// `dst + i * dst_stride`. Offset tables cost a load per row and make every
+/// address wait for one; rows at equal steps (one-axis groups, staging
+/// buffers) need neither.
+fn strided_fn(p: &Problem, net: &Network, doc: &str) -> String {
+    let lanes = p.lanes();
+    let mut out = String::new();
+    let safety = format!(
+        "As `{}`, with source row `j` at `src + j * src_stride` and destination row `i` at `dst + i * dst_stride`.",
+        p.fn_name()
+    );
+    fn_header(&mut out, doc, &safety, p.isa);
+    let _ = writeln!(
+        out,
+        "pub unsafe fn {}_strided(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize) {{",
+        p.fn_name()
+    );
+    let src = |j: usize, off: usize| {
+        if p.na >= lanes {
+            format!("src.add({j} * src_stride + {off})")
+        } else {
+            format!("src.add({j} * src_stride)")
+        }
+    };
+    let dst = |i: usize, off: usize| {
+        if p.nb >= lanes {
+            format!("dst.add({i} * dst_stride + {off})")
+        } else {
+            format!("dst.add({i} * dst_stride)")
+        }
+    };
+    block_body(p, net, &Addressing { src: &src, dst: &dst }, &mut out);
     out.push_str("}\n");
     out
 }
@@ -478,7 +523,7 @@ pub fn registry_file(all: &[(Problem, Network)]) -> String {
         for (p, net) in all.iter().filter(|(p, _)| p.isa == isa) {
             let _ = writeln!(
                 out,
-                "    GenKernel {{ name: \"{}\", elem_bytes: {}, na: {}, nb: {}, src_contiguous: {}, dst_contiguous: {}, shuffles: {}, func: super::{}::{}, trusted: {} }},",
+                "    GenKernel {{ name: \"{}\", elem_bytes: {}, na: {}, nb: {}, src_contiguous: {}, dst_contiguous: {}, shuffles: {}, func: super::{}::{}, trusted: {}, strided: {} }},",
                 p.fn_name(),
                 p.elem_bits / 8,
                 p.na,
@@ -490,6 +535,11 @@ pub fn registry_file(all: &[(Problem, Network)]) -> String {
                 p.fn_name(),
                 if has_trusted(p) {
                     format!("Some(super::{}::{}_trusted)", module_name(isa), p.fn_name())
+                } else {
+                    "None".to_string()
+                },
+                if has_strided(p) {
+                    format!("Some(super::{}::{}_strided)", module_name(isa), p.fn_name())
                 } else {
                     "None".to_string()
                 }

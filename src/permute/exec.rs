@@ -533,6 +533,7 @@ unsafe fn transpose<E: Copy>(
                     stage_rows,
                     es,
                     staged_kernel,
+                    linear_b.then_some((step_b, tb_full * es)),
                     &mut edges,
                 );
                 // The previous and next items of this worker are the row's neighbouring
@@ -550,7 +551,17 @@ unsafe fn transpose<E: Copy>(
                     }
                 }
             } else {
-                tile::<E>(src, &src_rows[..tb], dst, &dst_rows[..ta], es, direct, &mut edges);
+                let steps = (linear_a && linear_b).then_some((step_b, step_a));
+                tile::<E>(
+                    src,
+                    &src_rows[..tb],
+                    dst,
+                    &dst_rows[..ta],
+                    es,
+                    direct,
+                    steps,
+                    &mut edges,
+                );
             }
         }
         if non_temporal {
@@ -613,9 +624,13 @@ unsafe fn tile<E: Copy>(
     dst_rows: &[usize],
     es: usize,
     kernel: Option<kernels::TileKernel>,
+    steps: Option<(usize, usize)>,
     edges: &mut EdgeScratch,
 ) {
     let (ta, tb) = (dst_rows.len(), src_rows.len());
+    // Rows at equal steps on both sides (source row b at b * steps.0, destination
+    // row a at a * steps.1): the strided kernel loads no offsets.
+    let strided = kernel.and_then(|k| k.strided).zip(steps);
     let (full_a, full_b) = match kernel {
         Some(k) => (ta - ta % k.na, tb - tb % k.nb),
         None => (0, 0),
@@ -636,6 +651,13 @@ unsafe fn tile<E: Copy>(
                         prefetch_lines(src.wrapping_add(r), head);
                     }
                 }
+            }
+            if let Some((f, (ss, ds))) = strided {
+                let (s, d) = (src.add(b * ss), dst.add(b * es));
+                for a in (0..full_a).step_by(k.na) {
+                    f(s.add(a * es), ss, d.add(a * ds), ds);
+                }
+                continue;
             }
             for a in (0..full_a).step_by(k.na) {
                 (k.func)(

@@ -120,6 +120,7 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
         nb: k.nb,
         func: k.func,
         trusted: k.trusted,
+        strided: k.strided,
         src_contiguous: k.src_contiguous,
         dst_contiguous: k.dst_contiguous,
     })
@@ -132,6 +133,10 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
 pub type TileFn = unsafe fn(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize);
 
 /// A micro-kernel with its block shape.
+/// A block kernel with source row `j` at `src + j * src_stride` and destination
+/// row `i` at `dst + i * dst_stride` (bytes): no offset tables to load.
+pub type StridedTileFn = unsafe fn(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize);
+
 #[derive(Clone, Copy)]
 pub struct TileKernel {
     /// Elements per source row (= destination rows).
@@ -142,6 +147,8 @@ pub struct TileKernel {
     /// `func` without its per-call check that the rows it expects back to back
     /// are (source rows `na` elements apart, destination rows `nb` apart).
     pub trusted: Option<TileFn>,
+    /// `func` with rows at equal steps (kernels with rows anywhere on both sides).
+    pub strided: Option<StridedTileFn>,
     /// The kernel expects source rows back to back.
     pub src_contiguous: bool,
     /// The kernel expects destination rows back to back.
@@ -190,6 +197,7 @@ fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
         nb: 8,
         func,
         trusted: None,
+        strided: None,
         src_contiguous: false,
         dst_contiguous: false,
     })

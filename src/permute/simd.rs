@@ -2,7 +2,7 @@
 //! registry the dispatcher reads. Each file is compiled on its architecture
 //! only; a kernel is called only after `cpu_features()` has confirmed its ISA.
 
-use super::kernels::TileFn;
+use super::kernels::{StridedTileFn, TileFn};
 
 /// One generated kernel and the block it handles (see [`TileFn`]).
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +23,9 @@ pub struct GenKernel {
     /// For kernels with back-to-back rows: the same network without the per-call
     /// check, for callers whose offset tables are back to back by construction.
     pub trusted: Option<TileFn>,
+    /// For kernels with rows anywhere on both sides: the same network with rows
+    /// at equal steps instead of offset tables (see [`StridedTileFn`]).
+    pub strided: Option<StridedTileFn>,
 }
 
 #[cfg(target_arch = "x86_64")]

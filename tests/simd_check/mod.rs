@@ -82,6 +82,35 @@ pub fn check_kernel(k: &GenKernel, back_to_back: bool, seed: u64) -> Result<(), 
     Ok(())
 }
 
+/// Runs the strided form of kernel `k` (if it has one) with rows at equal steps,
+/// back to back or `gap` bytes apart, against the reference, output poisoned.
+pub fn check_strided_kernel(k: &GenKernel, gap: usize, seed: u64) -> Result<(), String> {
+    let Some(f) = k.strided else { return Ok(()) };
+    let es = k.elem_bytes;
+    let (ss, ds) = (k.na * es + gap, k.nb * es + 2 * gap);
+    let (s0, d0) = (5, 3);
+    let src = random_bytes(s0 + k.nb * ss + 64, seed);
+    for poison in [0xA5u8, 0x5A] {
+        let mut dst = vec![poison; d0 + k.na * ds + 64];
+        let mut expect = dst.clone();
+        // SAFETY: the family is available (checked by callers) and every row lies inside the buffers.
+        unsafe { f(src.as_ptr().add(s0), ss, dst.as_mut_ptr().add(d0), ds) };
+        for i in 0..k.na {
+            for j in 0..k.nb {
+                let (s, d) = (s0 + j * ss + i * es, d0 + i * ds + j * es);
+                expect[d..d + es].copy_from_slice(&src[s..s + es]);
+            }
+        }
+        if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
+            return Err(format!(
+                "{}_strided (gap {gap}, poison {poison:#x}): first wrong byte at {pos}",
+                k.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every generated kernel of every available family, back to back and gapped.
 /// Returns the number of kernel runs.
 pub fn check_all_kernels() -> Result<usize, String> {
@@ -92,6 +121,10 @@ pub fn check_all_kernels() -> Result<usize, String> {
                 for (t, b2b) in [true, false].into_iter().enumerate() {
                     check_kernel(k, b2b, 17 + t as u64 + k.na as u64 * 31 + k.nb as u64)?;
                     runs += 1;
+                }
+                for gap in [0, 7, 64] {
+                    check_strided_kernel(k, gap, 23 + gap as u64 + k.na as u64 * 31)?;
+                    runs += usize::from(k.strided.is_some());
                 }
             }
         }
