@@ -66,6 +66,18 @@ fn check_tuned(
     }
 }
 
+/// Tuning with the given tile sides walked along the destination (group 4096).
+fn dst_fastest(non_temporal: bool, tile: usize, tile_b: usize, threads: usize) -> vlkernels::Tuning {
+    vlkernels::Tuning {
+        tile,
+        tile_b,
+        group: 4096,
+        block_order: vlkernels::BlockOrder::DstFastest,
+        non_temporal,
+        threads,
+    }
+}
+
 /// Tiles with partial blocks on both sides: 2-D both ways, multi-axis groups, a
 /// 3-element group, and destination rows starting at odd places inside lines.
 fn odd_tile_cases() -> Vec<(Vec<usize>, Vec<usize>)> {
@@ -188,14 +200,7 @@ fn carried_lines_at_unaligned_destination_rows() {
     for (shape, perm) in &cases {
         for &(tile, tile_b) in &tunings {
             for threads in 1..=3 {
-                let t = vlkernels::Tuning {
-                    tile,
-                    tile_b,
-                    group: 4096,
-                    block_order: vlkernels::BlockOrder::DstFastest,
-                    non_temporal: true,
-                    threads,
-                };
+                let t = dst_fastest(true, tile, tile_b, threads);
                 let opts = PermuteOptions::default();
                 for (es, seed) in [(1, 6), (2, 7), (4, 8), (8, 9), (16, 10)] {
                     check_tuned(shape, perm, es, &opts, Some(&t), seed);
@@ -291,14 +296,7 @@ fn aliasing_destination_rows_are_staged_and_copied_whole() {
             let opts = PermuteOptions::default().with_threads(threads);
             check_case(shape, perm, *es, &opts, 31);
             for (tile, tile_b) in [(16usize, 16usize), (40, 24), (128, 64), (1024, 8)] {
-                let t = vlkernels::Tuning {
-                    tile,
-                    tile_b,
-                    group: 4096,
-                    block_order: vlkernels::BlockOrder::DstFastest,
-                    non_temporal: false,
-                    threads,
-                };
+                let t = dst_fastest(false, tile, tile_b, threads);
                 check_tuned(shape, perm, *es, &opts, Some(&t), 32);
             }
         }
@@ -315,6 +313,33 @@ fn problems_under_a_mebibyte_run_on_one_thread_unless_asked() {
     assert_eq!(large.threads(), rayon::current_num_threads(), "{}", large.describe());
     let asked = PermutePlan::new(&[1, 256, 16, 64], &[0, 2, 1, 3], 2, &auto.with_threads(2)).unwrap();
     assert_eq!(asked.threads(), 2);
+}
+
+#[test]
+fn tiles_of_whole_destination_rows_walk_the_destination() {
+    // NCHW→NHWC-like problems whose tile covers whole destination rows (written
+    // in place, rows back to back) are walked destination block by destination
+    // block; partial blocks on both sides, every element size, 1-3 threads, and
+    // source rows a page apart (which keep the source-pass walk).
+    let cases: [(Vec<usize>, usize); 7] = [
+        (vec![2, 16, 7, 7], 4),
+        (vec![1, 64, 9, 11], 4),
+        (vec![1, 24, 10, 10], 2),
+        (vec![1, 64, 13, 5], 1),
+        (vec![1, 8, 9, 9], 8),
+        (vec![1, 4, 5, 7], 16),
+        (vec![2, 32, 32, 32], 4),
+    ];
+    for (shape, es) in &cases {
+        for threads in 1..=3 {
+            let opts = PermuteOptions::default().with_threads(threads);
+            check_case(shape, &[0, 2, 3, 1], *es, &opts, 41);
+            for (tile, tile_b) in [(40usize, 64usize), (8, 128), (1024, 64)] {
+                let t = dst_fastest(false, tile, tile_b, threads);
+                check_tuned(shape, &[0, 2, 3, 1], *es, &opts, Some(&t), 42);
+            }
+        }
+    }
 }
 
 #[test]
