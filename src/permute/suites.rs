@@ -205,6 +205,44 @@ pub fn models(size: SuiteSize) -> Vec<Case> {
     cases
 }
 
+/// Per-layer permutations of a Qwen-family forward pass at batch 1, at the sizes
+/// an inference engine meets them (0.5–8 MiB, in cache): head split and merge,
+/// the key transpose, one image's patchify, channel-last moves, a weight
+/// transpose. `Small` halves the sequence lengths (and the weight).
+pub fn layers(size: SuiteSize) -> Vec<Case> {
+    let half = usize::from(size == SuiteSize::Small) + 1;
+    let s = 1024 / half;
+    let mut cases = Vec::new();
+    let mut add = |name: &str, shape: Vec<usize>, perm: Vec<usize>, dtype: DType| {
+        cases.push(Case {
+            suite: "layers",
+            name: format!("{name} ({})→({})", fmt_list(&shape), fmt_list(&perm)),
+            shape,
+            perm,
+            dtype,
+        });
+    };
+    add("q head split bf16", vec![1, s, 16, 128], vec![0, 2, 1, 3], DType::BF16);
+    add("kv head split bf16", vec![1, s, 8, 128], vec![0, 2, 1, 3], DType::BF16);
+    add("key transpose bf16", vec![1, 16, s, 128], vec![0, 1, 3, 2], DType::BF16);
+    add("head merge bf16", vec![1, 16, s, 128], vec![0, 2, 1, 3], DType::BF16);
+    add("vision head split bf16", vec![s, 16, 80], vec![1, 0, 2], DType::BF16);
+    let g = 16 / half;
+    add(
+        "qwen2.5-vl patchify f32",
+        vec![1, 2, 3, g, 2, 14, g, 2, 14],
+        vec![0, 3, 6, 4, 7, 2, 1, 5, 8],
+        DType::F32,
+    );
+    let px = 448 / half;
+    add("CHW→HWC u8", vec![3, px, px], vec![1, 2, 0], DType::U8);
+    add("NCHW→NHWC f32", vec![1, 64, 56, 56], vec![0, 2, 3, 1], DType::F32);
+    add("NHWC→NCHW f32", vec![1, 56, 56, 64], vec![0, 3, 1, 2], DType::F32);
+    let w = 2048 / half;
+    add("weight transpose bf16", vec![w, 2048], vec![1, 0], DType::BF16);
+    cases
+}
+
 /// Cases of the `random` suite: [`RANDOM_CASES`] problems from a fixed seed, each
 /// a random rank (2 to 6), element type, permutation (never the identity) and
 /// extents whose product is 16 to 64 MiB (`Full`) or 2 to 8 MiB (`Small`).
@@ -262,15 +300,16 @@ pub fn random(size: SuiteSize) -> Vec<Case> {
 /// How many problems the `random` suite holds.
 pub const RANDOM_CASES: usize = 40;
 
-/// Cases of a suite by name: `hptt`, `models`, `random` or `all` (hptt and models).
+/// Cases of a suite by name: `hptt`, `models`, `layers`, `random` or `all` (hptt and models).
 pub fn suite(name: &str, size: SuiteSize, hptt_dtype: DType) -> crate::Result<Vec<Case>> {
     match name {
         "hptt" => Ok(hptt(size, hptt_dtype)),
         "models" => Ok(models(size)),
+        "layers" => Ok(layers(size)),
         "random" => Ok(random(size)),
         "all" => Ok(hptt(size, hptt_dtype).into_iter().chain(models(size)).collect()),
         other => Err(crate::Error::invalid(format!(
-            "suite '{other}' (expected hptt, models, random or all)"
+            "suite '{other}' (expected hptt, models, layers, random or all)"
         ))),
     }
 }
@@ -297,6 +336,22 @@ mod tests {
             let mib = c.bytes() as f64 / (1 << 20) as f64;
             assert!((12.0..20.0).contains(&mib), "{} is {mib} MiB", c.name);
         }
+    }
+
+    #[test]
+    fn layers_suite_stays_in_cache_sizes() {
+        for (size, lo, hi) in [(SuiteSize::Full, 0.5, 8.5), (SuiteSize::Small, 0.1, 4.5)] {
+            let cases = layers(size);
+            assert_eq!(cases.len(), 10);
+            for c in &cases {
+                let mib = c.bytes() as f64 / (1 << 20) as f64;
+                assert!((lo..hi).contains(&mib), "{} is {mib} MiB", c.name);
+                crate::tensor::validate_perm(&c.perm, c.shape.len()).unwrap();
+            }
+        }
+        assert!(suite("layers", SuiteSize::Full, DType::F32).is_ok());
+        let err = suite("nope", SuiteSize::Full, DType::F32).unwrap_err().to_string();
+        assert!(err.contains("'nope'") && err.contains("layers"), "{err}");
     }
 
     #[test]

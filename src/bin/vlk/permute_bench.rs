@@ -15,7 +15,7 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct PermuteBenchArgs {
-    /// Which suite: hptt, models, random (40 fixed random problems) or all (hptt and models).
+    /// Which suite: hptt, models, layers (per-layer shapes in cache), random (40 fixed random problems) or all (hptt and models).
     #[arg(long, default_value = "all")]
     pub suite: String,
     /// Worker threads (default: all cores).

@@ -11,7 +11,7 @@ pub struct TuneArgs {
     /// List the tuning cache and exit.
     #[arg(long)]
     show: bool,
-    /// Suite to tune: hptt, models, random or all (ignored with --shape).
+    /// Suite to tune: hptt, models, layers, random or all (ignored with --shape).
     #[arg(long, default_value = "models")]
     suite: String,
     /// full or small problem sizes.
