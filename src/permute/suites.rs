@@ -151,19 +151,22 @@ pub fn hptt(size: SuiteSize, dtype: DType) -> Vec<Case> {
         .collect()
 }
 
+/// A case named by its description and its problem.
+fn named(suite: &'static str, name: &str, shape: Vec<usize>, perm: Vec<usize>, dtype: DType) -> Case {
+    Case {
+        suite,
+        name: format!("{name} ({})→({})", fmt_list(&shape), fmt_list(&perm)),
+        shape,
+        perm,
+        dtype,
+    }
+}
+
 /// Qwen vision-language model permutations.
 pub fn models(size: SuiteSize) -> Vec<Case> {
     let small = size == SuiteSize::Small;
     let mut cases = Vec::new();
-    let mut add = |name: &str, shape: Vec<usize>, perm: Vec<usize>, dtype: DType| {
-        cases.push(Case {
-            suite: "models",
-            name: format!("{name} ({})→({})", fmt_list(&shape), fmt_list(&perm)),
-            shape,
-            perm,
-            dtype,
-        });
-    };
+    let mut add = |name: &str, shape, perm, dtype| cases.push(named("models", name, shape, perm, dtype));
     let patch_perm = vec![0, 3, 6, 4, 7, 2, 1, 5, 8];
     add(
         "qwen2.5-vl patchify f32",
@@ -213,15 +216,7 @@ pub fn layers(size: SuiteSize) -> Vec<Case> {
     let half = usize::from(size == SuiteSize::Small) + 1;
     let s = 1024 / half;
     let mut cases = Vec::new();
-    let mut add = |name: &str, shape: Vec<usize>, perm: Vec<usize>, dtype: DType| {
-        cases.push(Case {
-            suite: "layers",
-            name: format!("{name} ({})→({})", fmt_list(&shape), fmt_list(&perm)),
-            shape,
-            perm,
-            dtype,
-        });
-    };
+    let mut add = |name: &str, shape, perm, dtype| cases.push(named("layers", name, shape, perm, dtype));
     add("q head split bf16", vec![1, s, 16, 128], vec![0, 2, 1, 3], DType::BF16);
     add("kv head split bf16", vec![1, s, 8, 128], vec![0, 2, 1, 3], DType::BF16);
     add("key transpose bf16", vec![1, 16, s, 128], vec![0, 1, 3, 2], DType::BF16);
