@@ -343,6 +343,23 @@ fn tiles_of_whole_destination_rows_walk_the_destination() {
 }
 
 #[test]
+fn short_destination_rows_get_tiles_of_four_sides() {
+    // CHW→HWC: three-element destination rows; the tile grows along the source
+    // to 4 × 1024 elements (16 × measured up to 1.4× slower), and stays correct.
+    let one = PermuteOptions::default().with_threads(1);
+    let p = PermutePlan::new(&[3, 448, 448], &[1, 2, 0], 1, &one).unwrap();
+    match p.strategy() {
+        vlkernels::permute::Strategy::Transpose { tile_a, tile_b, .. } => {
+            assert_eq!((*tile_a, *tile_b), (4096, 3), "{}", p.describe())
+        }
+        other => panic!("CHW→HWC planned as {other:?}"),
+    }
+    for es in [1, 2, 4] {
+        check_case(&[3, 45, 401], &[1, 2, 0], es, &one, 51);
+    }
+}
+
+#[test]
 fn blocked_runs_at_block_edges() {
     // Runs problems whose destination-next axis is far apart in the source are walked in
     // blocks of runs (about 32 KiB) against the axes that continue the source's chain:

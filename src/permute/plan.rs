@@ -561,7 +561,11 @@ fn classify(dims: &[Dim], side_a: usize, side_b: usize, group: usize, elem_bytes
     let (tile_a, tile_b) = if prod_a < side_a {
         (prod_a, lines((area / prod_a).min(16 * side_b)))
     } else if prod_b < side_b {
-        (lines((area / prod_b).min(16 * side_a)), prod_b)
+        // Short destination rows (CHW→HWC): four sides' worth, not sixteen.
+        // Measured on 3- and 4-channel u8, bf16 and f32 interleaves (1 and 2
+        // threads, 0.6–63 MiB): 4096-element tiles ran 1.0–1.4× the speed of
+        // 16384-element ones, e.g. (3,448,448)→(1,2,0) u8 21 → 27 GiB/s.
+        (lines((area / prod_b).min(4 * side_a)), prod_b)
     } else {
         (side_a, side_b)
     };
