@@ -221,10 +221,13 @@ impl PermutePlan {
         }
         // Tiles written in place whose destination rows alias in the caches are
         // staged instead (see `dst_rows_alias`), in tiles small enough that the
-        // stage stays in L1/L2.
+        // stage stays in L1/L2, walked along the source like streamed tiles
+        // (measured 0–16 % faster than along the destination, 1 and 2 threads,
+        // 1–16 MiB f32, bf16 and u8 transposes).
         if let Strategy::Transpose { src_group, .. } = &strategy {
             if !non_temporal && dst_rows_alias(&dims, src_group, elem_bytes) {
                 defaults.tile = ALIASED_TILE;
+                defaults.block_order = BlockOrder::SrcFastest;
                 strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes);
             }
         }
