@@ -51,30 +51,33 @@ fn row_offsets(n: usize, row_bytes: usize, back_to_back: bool, start: usize) -> 
         .collect()
 }
 
-/// Runs kernel `k` once on random data with poisoned output; every element
+/// Runs one block (`run(src, dst)`) on random data with poisoned output: source
+/// row `j` at `src_rows[j]`, destination row `i` at `dst_rows[i]`; every element
 /// must land where the reference puts it and no other byte may change.
-pub fn check_kernel(k: &GenKernel, back_to_back: bool, seed: u64) -> Result<(), String> {
+fn check_block(
+    k: &GenKernel,
+    src_rows: &[usize],
+    dst_rows: &[usize],
+    seed: u64,
+    what: &str,
+    run: impl Fn(&[u8], &mut [u8]),
+) -> Result<(), String> {
     let es = k.elem_bytes;
-    let src_rows = row_offsets(k.nb, k.na * es, back_to_back, 5);
-    let dst_rows = row_offsets(k.na, k.nb * es, back_to_back, 3);
-    let src_len = src_rows[k.nb - 1] + k.na * es + 64;
+    let src = random_bytes(src_rows[k.nb - 1] + k.na * es + 64, seed);
     let dst_len = dst_rows[k.na - 1] + k.nb * es + 64;
-    let src = random_bytes(src_len, seed);
     for poison in [0xA5u8, 0x5A] {
         let mut dst = vec![poison; dst_len];
-        // SAFETY: the family is available (checked by callers) and every row lies inside the buffers.
-        unsafe { (k.func)(src.as_ptr(), src_rows.as_ptr(), dst.as_mut_ptr(), dst_rows.as_ptr()) };
+        run(&src, &mut dst);
         let mut expect = vec![poison; dst_len];
         for (i, &dr) in dst_rows.iter().enumerate() {
             for (j, &sr) in src_rows.iter().enumerate() {
-                let s = sr + i * es;
-                let d = dr + j * es;
+                let (s, d) = (sr + i * es, dr + j * es);
                 expect[d..d + es].copy_from_slice(&src[s..s + es]);
             }
         }
         if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
             return Err(format!(
-                "{} (rows back to back: {back_to_back}, poison {poison:#x}): first wrong byte at {pos}",
+                "{} ({what}, poison {poison:#x}): first wrong byte at {pos}",
                 k.name
             ));
         }
@@ -82,33 +85,37 @@ pub fn check_kernel(k: &GenKernel, back_to_back: bool, seed: u64) -> Result<(), 
     Ok(())
 }
 
-/// Runs the strided form of kernel `k` (if it has one) with rows at equal steps,
-/// back to back or `gap` bytes apart, against the reference, output poisoned.
+/// Kernel `k` through its offset tables, rows back to back or with irregular gaps.
+pub fn check_kernel(k: &GenKernel, back_to_back: bool, seed: u64) -> Result<(), String> {
+    let es = k.elem_bytes;
+    let src_rows = row_offsets(k.nb, k.na * es, back_to_back, 5);
+    let dst_rows = row_offsets(k.na, k.nb * es, back_to_back, 3);
+    let what = format!("rows back to back: {back_to_back}");
+    check_block(k, &src_rows, &dst_rows, seed, &what, |src, dst| {
+        // SAFETY: the family is available (checked by callers) and every row lies inside the buffers.
+        unsafe { (k.func)(src.as_ptr(), src_rows.as_ptr(), dst.as_mut_ptr(), dst_rows.as_ptr()) }
+    })
+}
+
+/// The strided form of kernel `k` (if it has one), rows at equal steps: back to
+/// back (`gap` 0) or `gap` bytes apart in the source and `2 * gap` in the destination.
 pub fn check_strided_kernel(k: &GenKernel, gap: usize, seed: u64) -> Result<(), String> {
     let Some(f) = k.strided else { return Ok(()) };
     let es = k.elem_bytes;
     let (ss, ds) = (k.na * es + gap, k.nb * es + 2 * gap);
-    let (s0, d0) = (5, 3);
-    let src = random_bytes(s0 + k.nb * ss + 64, seed);
-    for poison in [0xA5u8, 0x5A] {
-        let mut dst = vec![poison; d0 + k.na * ds + 64];
-        let mut expect = dst.clone();
-        // SAFETY: the family is available (checked by callers) and every row lies inside the buffers.
-        unsafe { f(src.as_ptr().add(s0), ss, dst.as_mut_ptr().add(d0), ds) };
-        for i in 0..k.na {
-            for j in 0..k.nb {
-                let (s, d) = (s0 + j * ss + i * es, d0 + i * ds + j * es);
-                expect[d..d + es].copy_from_slice(&src[s..s + es]);
-            }
-        }
-        if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
-            return Err(format!(
-                "{}_strided (gap {gap}, poison {poison:#x}): first wrong byte at {pos}",
-                k.name
-            ));
-        }
-    }
-    Ok(())
+    let src_rows: Vec<usize> = (0..k.nb).map(|j| 5 + j * ss).collect();
+    let dst_rows: Vec<usize> = (0..k.na).map(|i| 3 + i * ds).collect();
+    check_block(
+        k,
+        &src_rows,
+        &dst_rows,
+        seed,
+        &format!("strided, gap {gap}"),
+        |src, dst| {
+            // SAFETY: as above; rows start at the first offsets and step by `ss` and `ds`.
+            unsafe { f(src.as_ptr().add(src_rows[0]), ss, dst.as_mut_ptr().add(dst_rows[0]), ds) }
+        },
+    )
 }
 
 /// Every generated kernel of every available family, back to back and gapped.
