@@ -150,6 +150,41 @@ fn tile_edges_of_2d_transposes() {
 }
 
 #[test]
+fn multi_axis_groups_with_whole_and_per_block_offset_tables() {
+    // Multi-axis groups of up to 8192 rows keep one offset table and slice it per
+    // block; longer ones rebuild a block's table. Both, with several partial blocks on
+    // each side, both walk orders, in place and staged, 1 and 3 threads.
+    let whole = (vec![2usize; 14], (0..14).rev().collect::<Vec<usize>>());
+    assert!(matches!(
+        PermutePlan::new(&whole.0, &whole.1, 4, &PermuteOptions::default()).unwrap().strategy(),
+        vlkernels::permute::Strategy::Transpose { src_group, dst_group, .. } if src_group.len() > 1 && dst_group.len() > 1
+    ));
+    // (7, 5, 3, 4000) → (2, 1, 3, 0): a 12000-row source group (4000 × 3) by the 7-axis.
+    let long = (vec![7usize, 5, 3, 4000], vec![2usize, 1, 3, 0]);
+    assert!(matches!(
+        PermutePlan::new(&long.0, &long.1, 4, &PermuteOptions::default()).unwrap().strategy(),
+        vlkernels::permute::Strategy::Transpose { src_group, .. } if src_group.len() == 2
+    ));
+    for (shape, perm) in [whole, long, (vec![3, 5, 7, 11, 13], vec![4, 3, 2, 1, 0])] {
+        for threads in [1, 3] {
+            let opts = PermuteOptions::default().with_threads(threads);
+            for (tile, tile_b) in [(40, 24), (1024, 64)] {
+                for nt in [false, true] {
+                    for order in [vlkernels::BlockOrder::DstFastest, vlkernels::BlockOrder::SrcFastest] {
+                        let t = vlkernels::Tuning {
+                            block_order: order,
+                            ..dst_fastest(nt, tile, tile_b, threads)
+                        };
+                        check_tuned(&shape, &perm, 4, &opts, Some(&t), 31);
+                        check_tuned(&shape, &perm, 2, &opts, Some(&t), 32);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn rectangular_tiles_at_edges() {
     // Tiles longer along the source's stride-1 group than along the destination's (the
     // streaming default is 1024 × 256 bytes), with partial tiles on both sides, multi-axis
