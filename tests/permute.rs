@@ -249,9 +249,9 @@ fn carried_lines_at_unaligned_destination_rows() {
 fn streaming_sizes_choose_stores_by_destination_alignment() {
     // Outputs of 32 MiB and more stream their stores. Transposes whose destination rows
     // start inside cache lines walk along the destination (carrying partial lines) and
-    // stream on several threads or with 8-byte elements when the rows are long; 2- and
-    // 4-byte elements on one thread, and short rows, keep ordinary stores. All are
-    // checked in full.
+    // stream on several threads when the rows are long, and on one thread only for
+    // 8-byte elements from a source group shorter than a tile; other one-thread cases,
+    // and short rows, keep ordinary stores. All are checked in full.
     let opts = PermuteOptions::default().with_threads(2);
     let aligned = PermutePlan::new(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts).unwrap();
     assert!(aligned.non_temporal(), "{}", aligned.describe());
@@ -266,12 +266,18 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     let unaligned_one = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one).unwrap();
     assert!(!unaligned_one.non_temporal(), "{}", unaligned_one.describe());
     let unaligned_f64 = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one).unwrap();
-    assert!(unaligned_f64.non_temporal(), "{}", unaligned_f64.describe());
+    assert!(!unaligned_f64.non_temporal(), "{}", unaligned_f64.describe());
+    let unaligned_f64_two = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &opts).unwrap();
+    assert!(unaligned_f64_two.non_temporal(), "{}", unaligned_f64_two.describe());
+    // A 43-element source group (tiles grown along the destination) streams on one thread.
+    let short_source_f64 = PermutePlan::new(&[38, 66, 65, 43], &[3, 1, 2, 0], 8, &one).unwrap();
+    assert!(short_source_f64.non_temporal(), "{}", short_source_f64.describe());
     // Short destination rows (41 f64, 328 bytes) keep ordinary stores.
     let short_rows = PermutePlan::new(&[41, 33, 49, 111], &[1, 2, 3, 0], 8, &opts).unwrap();
     assert!(!short_rows.non_temporal(), "{}", short_rows.describe());
     check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one, 24);
     check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one, 25);
+    check_case(&[38, 66, 65, 43], &[3, 1, 2, 0], 8, &one, 26);
     // Asking for streaming stores explicitly is obeyed.
     let forced = PermutePlan::new(
         &[61, 59, 63, 57],

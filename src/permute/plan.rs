@@ -182,12 +182,15 @@ impl PermutePlan {
         // part of a line are completed in memory with a read-modify-write, so
         // the layouts that would leave partial lines keep ordinary stores.
         if opts.non_temporal == NonTemporal::Auto {
-            let (unaligned_transpose, dst_row_bytes) = match &strategy {
-                Strategy::Transpose { dst_group, .. } => (
+            let (unaligned_transpose, dst_row_bytes, src_row_elems) = match &strategy {
+                Strategy::Transpose {
+                    src_group, dst_group, ..
+                } => (
                     unaligned_dst_rows(&dims, dst_group, line),
                     dst_group.iter().map(|&g| dims[g].extent).product::<usize>() * elem_bytes,
+                    src_group.iter().map(|&g| dims[g].extent).product::<usize>(),
                 ),
-                _ => (false, 0),
+                _ => (false, 0, 0),
             };
             match strategy {
                 // Each slab is gathered in cache and written out whole: streaming
@@ -199,12 +202,17 @@ impl PermutePlan {
                 // partial last line is carried to its next piece and streamed
                 // whole. On one thread ordinary stores (the lines stay in cache
                 // until the neighbouring tile fills them) measured 5–15 % faster
-                // for 2- and 4-byte elements; with two threads, and for 8-byte
-                // elements, streaming measured 0–30 % faster. Short rows keep
-                // ordinary stores: their two shared end lines are most of the row
-                // (f64 rows of 328 bytes ran at 5.8 GiB/s streamed, 10.9 without).
+                // for 2- and 4-byte elements, and 18–25 % faster for 8-byte ones
+                // whose source group fills a tile (the f64 reversal 10.6 → 13.0
+                // GiB/s); 8-byte elements from short source groups (43 elements)
+                // stream on one thread too, and with two threads streaming
+                // measured 0–30 % faster or even. Short rows keep ordinary
+                // stores: their two shared end lines are most of the row (f64
+                // rows of 328 bytes ran at 5.8 GiB/s streamed, 10.9 without).
                 Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
-                    non_temporal = dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES && (threads > 1 || elem_bytes >= 8);
+                    let short_wide_source = elem_bytes >= 8 && src_row_elems < defaults.tile;
+                    non_temporal =
+                        dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES && (threads > 1 || short_wide_source);
                     if non_temporal {
                         defaults.tile = 512;
                     }
