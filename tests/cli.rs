@@ -130,6 +130,8 @@ fn bench_memory_prints_every_pattern_on_one_and_two_threads() {
             "transpose traffic, no shuffles: tiles 4096 B × 64 rows",
             "transpose traffic, unstaged: bands of 64 whole rows",
             "transpose (vlkernels::permute, f32)",
+            "transpose traffic, no shuffles: tiles 2048 B × 128 rows, bf16",
+            "transpose (vlkernels::permute, bf16)",
         ] {
             assert!(table.contains(row), "{threads} thread(s): no row {row:?} in\n{table}");
         }

@@ -45,12 +45,17 @@ enum Pattern {
     WriteSequential,
     /// Streaming stores of `piece`-byte pieces, one per row, down the rows, then the next column.
     WritePieces { piece: usize },
-    /// The byte traffic of a staged f32 transpose of the buffer (rows × 7264 → 7264 × rows)
-    /// without its shuffles: each tile reads `tile_rows` source rows, eight at a time, for
-    /// `visit` bytes into an L2 stage (plain copies), then streams the stage out as
-    /// `visit / 4` destination pieces of `tile_rows * 4` bytes. What any transpose built on
-    /// staged tiles of that shape must move, at the cost of a copy.
-    StagedTile { visit: usize, tile_rows: usize },
+    /// The byte traffic of a staged transpose of the buffer as `elem`-byte elements (f32:
+    /// rows × 7264 → 7264 × rows) without its shuffles: each tile reads `tile_rows` source
+    /// rows, `32 / elem` at a time (the micro-kernel's rows), for `visit` bytes into an L2
+    /// stage (plain copies), then streams the stage out as `visit / elem` destination
+    /// pieces of `tile_rows * elem` bytes. What any transpose built on staged tiles of that
+    /// shape must move, at the cost of a copy.
+    StagedTile {
+        visit: usize,
+        tile_rows: usize,
+        elem: usize,
+    },
     /// The reads and writes of a transpose by bands of `band` whole source rows, with no
     /// staging at all: the band's rows are read front to back (loads only), then
     /// `band * 4`-byte pieces are streamed down every destination row (from one small
@@ -58,8 +63,9 @@ enum Pattern {
     /// bound for any band-shaped transpose (its stage, 1.86 MB for 64 rows, would not
     /// fit in L2).
     UnstagedBands { band: usize },
-    /// The engine's own transpose of the same buffers (f32, rows × 7264 → 7264 × rows).
-    Transpose,
+    /// The engine's own transpose of the same buffers as `elem`-byte elements (f32:
+    /// rows × 7264 → 7264 × rows; bf16: rows × 14528 → 14528 × rows).
+    Transpose { elem: usize },
 }
 
 impl Pattern {
@@ -72,13 +78,14 @@ impl Pattern {
             Pattern::ReadRows { open, piece } => format!("read, {open} rows at once, {piece} B per row visit"),
             Pattern::WriteSequential => "streaming write, sequential".into(),
             Pattern::WritePieces { piece } => format!("streaming write, {piece} B pieces down the rows"),
-            Pattern::StagedTile { visit, tile_rows } => {
-                format!("transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows",)
-            }
+            Pattern::StagedTile { visit, tile_rows, elem } => format!(
+                "transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows{}",
+                elem_note(elem)
+            ),
             Pattern::UnstagedBands { band } => {
                 format!("transpose traffic, unstaged: bands of {band} whole rows")
             }
-            Pattern::Transpose => "transpose (vlkernels::permute, f32)".into(),
+            Pattern::Transpose { elem } => format!("transpose (vlkernels::permute, {})", elem_name(elem)),
         }
     }
 
@@ -86,9 +93,27 @@ impl Pattern {
     /// write alone, 2 for patterns that read the source and write the destination.
     fn sides(self) -> usize {
         match self {
-            Pattern::StagedTile { .. } | Pattern::UnstagedBands { .. } | Pattern::Transpose => 2,
+            Pattern::StagedTile { .. } | Pattern::UnstagedBands { .. } | Pattern::Transpose { .. } => 2,
             _ => 1,
         }
+    }
+}
+
+/// The element type an element size stands for in these patterns.
+fn elem_name(elem: usize) -> &'static str {
+    if elem == 2 {
+        "bf16"
+    } else {
+        "f32"
+    }
+}
+
+/// Labels of f32 patterns stay as they were; others name their element type.
+fn elem_note(elem: usize) -> String {
+    if elem == 4 {
+        String::new()
+    } else {
+        format!(", {}", elem_name(elem))
     }
 }
 
@@ -100,8 +125,8 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         return Err(Error::invalid("--threads 0: need at least one thread"));
     }
     let threads = args.threads;
-    // A multiple of 16 rows, so the transposed rows (rows × 4 bytes) start on cache lines.
-    let rows = (args.mib << 20) / ROW_BYTES / 16 * 16;
+    // A multiple of 32 rows, so the transposed rows (rows × 2 or 4 bytes) start on cache lines.
+    let rows = (args.mib << 20) / ROW_BYTES / 32 * 32;
     let bytes = rows * ROW_BYTES;
     let mut src = huge_page_buffer(bytes);
     src.iter_mut()
@@ -129,33 +154,22 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         Pattern::WritePieces { piece: 256 },
         Pattern::WritePieces { piece: 64 },
     ];
+    let tile = |visit, tile_rows, elem| Pattern::StagedTile { visit, tile_rows, elem };
     let traffic = [
-        Pattern::StagedTile {
-            visit: 4096,
-            tile_rows: 64,
-        },
-        Pattern::StagedTile {
-            visit: 1024,
-            tile_rows: 256,
-        },
-        Pattern::StagedTile {
-            visit: 2048,
-            tile_rows: 256,
-        },
-        Pattern::StagedTile {
-            visit: 4096,
-            tile_rows: 256,
-        },
-        Pattern::StagedTile {
-            visit: 2048,
-            tile_rows: 512,
-        },
-        Pattern::StagedTile {
-            visit: 256,
-            tile_rows: 1024,
-        },
+        // f32: the engine's default tile shape first, then other stage shapes.
+        tile(4096, 64, 4),
+        tile(1024, 256, 4),
+        tile(2048, 256, 4),
+        tile(4096, 256, 4),
+        tile(2048, 512, 4),
+        tile(256, 1024, 4),
         Pattern::UnstagedBands { band: 64 },
-        Pattern::Transpose,
+        Pattern::Transpose { elem: 4 },
+        // bf16: the engine's default tile (2 KiB visits, 256-byte pieces), and the same
+        // 256 KiB stage with 4 KiB visits and 128-byte pieces.
+        tile(2048, 128, 2),
+        tile(4096, 64, 2),
+        Pattern::Transpose { elem: 2 },
     ];
     let patterns: Vec<Pattern> = if threads == 1 {
         one_sided.iter().chain(&traffic).copied().collect()
@@ -163,18 +177,21 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         eprintln!("note: the one-sided read and write patterns describe one core; with --threads {threads} only the traffic rows run");
         traffic.to_vec()
     };
-    let plan = vlkernels::PermutePlan::new(
-        &[rows, ROW_BYTES / 4],
-        &[1, 0],
-        4,
-        &vlkernels::PermuteOptions::default().with_threads(threads),
-    )?;
+    let plan = |elem: usize| {
+        vlkernels::PermutePlan::new(
+            &[rows, ROW_BYTES / elem],
+            &[1, 0],
+            elem,
+            &vlkernels::PermuteOptions::default().with_threads(threads),
+        )
+    };
+    let plans = [plan(4)?, plan(2)?];
     println!(
         "{threads} thread(s), {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy ({threads} thread(s), a contiguous share each) counts read + written",
         bytes >> 20
     );
     println!(
-        "{:<52} {:>10} {:>14} {:>10}",
+        "{:<62} {:>10} {:>14} {:>10}",
         "pattern", "GiB/s", "memcpy GiB/s", "× memcpy"
     );
     let mut sink = 0u64;
@@ -185,7 +202,7 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
             parallel_copy(&src, &mut copy, threads);
             t_copy.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, threads, &plan)?);
+            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, threads, &plans)?);
             t_probe.push(t.elapsed().as_secs_f64());
         }
         // The first round warms up (page faults, frequency).
@@ -193,7 +210,7 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         let gib = |b: usize, s: f64| b as f64 / s / (1u64 << 30) as f64;
         let (probe_gibs, copy_gibs) = (gib(p.sides() * bytes, tp), gib(2 * bytes, tc));
         println!(
-            "{:<52} {:>10.2} {:>14.2} {:>10.2}",
+            "{:<62} {:>10.2} {:>14.2} {:>10.2}",
             p.name(),
             probe_gibs,
             copy_gibs,
@@ -227,7 +244,7 @@ fn probe(
     dst: &mut [u8],
     rows: usize,
     threads: usize,
-    plan: &vlkernels::PermutePlan,
+    plans: &[vlkernels::PermutePlan],
 ) -> Result<u64> {
     Ok(match p {
         Pattern::ReadSequential => read_rows(src, rows, 1, ROW_BYTES),
@@ -240,10 +257,10 @@ fn probe(
             write_pieces(dst, rows, piece);
             0
         }
-        Pattern::StagedTile { visit, tile_rows } => {
+        Pattern::StagedTile { visit, tile_rows, elem } => {
             let out = Shared(dst.as_mut_ptr(), dst.len());
             by_source_rows(rows, threads, tile_rows, |part| {
-                staged_tiles(src, out, rows, part, visit, tile_rows);
+                staged_tiles(src, out, rows, part, visit, tile_rows, elem);
                 0
             })
         }
@@ -251,11 +268,12 @@ fn probe(
             let out = Shared(dst.as_mut_ptr(), dst.len());
             by_source_rows(rows, threads, band, |part| unstaged_bands(src, out, rows, part, band))
         }
-        Pattern::Transpose => {
-            plan.execute(
-                bytemuck::cast_slice::<u8, f32>(src),
-                bytemuck::cast_slice_mut::<u8, f32>(dst),
-            )?;
+        Pattern::Transpose { elem } => {
+            let plan = plans
+                .iter()
+                .find(|p| p.elem_bytes() == elem)
+                .expect("a plan per element size");
+            plan.execute_bytes(src, dst)?;
             0
         }
     })
@@ -294,27 +312,36 @@ unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
 
 /// See [`Pattern::StagedTile`]: source rows of [`ROW_BYTES`], destination rows of
-/// `rows * 4` bytes (the transposed matrix), tiles walked along the destination; this
+/// `rows * elem` bytes (the transposed matrix), tiles walked along the destination; this
 /// call moves the source rows `part`.
-fn staged_tiles(src: &[u8], dst: Shared, rows: usize, part: std::ops::Range<usize>, visit: usize, tile_rows: usize) {
-    let dst_pitch = rows * 4;
+fn staged_tiles(
+    src: &[u8],
+    dst: Shared,
+    rows: usize,
+    part: std::ops::Range<usize>,
+    visit: usize,
+    tile_rows: usize,
+    elem: usize,
+) {
+    let dst_pitch = rows * elem;
+    let kernel_rows = 32 / elem;
     let mut stage = STAGE.with(|s| s.take());
     stage.resize(visit * tile_rows, 0);
     for c0 in (0..ROW_BYTES).step_by(visit) {
         let vis = visit.min(ROW_BYTES - c0);
         for r0 in part.clone().step_by(tile_rows) {
             let tr = tile_rows.min(part.end - r0);
-            // Reads: eight source rows at a time along the visit, as the engine's tiles do.
-            for g in (0..tr).step_by(8) {
-                for r in g..(g + 8).min(tr) {
+            // Reads: a micro-kernel's rows at a time along the visit, as the engine's tiles do.
+            for g in (0..tr).step_by(kernel_rows) {
+                for r in g..(g + kernel_rows).min(tr) {
                     let from = (r0 + r) * ROW_BYTES + c0;
                     stage[r * vis..(r + 1) * vis].copy_from_slice(&src[from..from + vis]);
                 }
             }
-            // Writes: one destination piece of `tr * 4` bytes per source column of 4 bytes.
-            let piece = tr * 4;
-            for col in 0..vis / 4 {
-                let at = (c0 / 4 + col) * dst_pitch + r0 * 4;
+            // Writes: one destination piece of `tr * elem` bytes per source column.
+            let piece = tr * elem;
+            for col in 0..vis / elem {
+                let at = (c0 / elem + col) * dst_pitch + r0 * elem;
                 let from = col * piece;
                 assert!(at + piece <= dst.1, "piece inside the destination");
                 // SAFETY: in bounds (checked), and no other thread writes these bytes:
