@@ -248,14 +248,16 @@ fn carried_lines_at_unaligned_destination_rows() {
 #[test]
 fn streaming_sizes_choose_stores_by_destination_alignment() {
     // Outputs of 32 MiB and more stream their stores. Transposes whose destination rows
-    // start inside cache lines walk along the destination (carrying partial lines) and
-    // stream on several threads when the rows are long, and on one thread only for
-    // 8-byte elements from a source group shorter than a tile; other one-thread cases,
-    // and short rows, keep ordinary stores. All are checked in full.
+    // start inside cache lines walk along the destination; they stream (carrying partial
+    // lines) only when the rows are long and the source group is shorter than a tile, on
+    // several threads or with 8-byte elements. Source groups that fill a tile, 2- and
+    // 4-byte elements on one thread, and short rows keep ordinary stores. All are checked
+    // in full.
     let opts = PermuteOptions::default().with_threads(2);
     let aligned = PermutePlan::new(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts).unwrap();
     assert!(aligned.non_temporal(), "{}", aligned.describe());
-    let unaligned = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts).unwrap();
+    // A 128-element source group (tiles grown along the destination) streams.
+    let unaligned = PermutePlan::new(&[75, 43, 31, 128], &[3, 0, 2, 1], 4, &opts).unwrap();
     assert!(unaligned.non_temporal(), "{}", unaligned.describe());
     assert_eq!(unaligned.tuning().block_order, vlkernels::BlockOrder::DstFastest);
     assert!(matches!(
@@ -263,19 +265,21 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
         vlkernels::permute::Strategy::Transpose { .. }
     ));
     let one = opts.clone().with_threads(1);
-    let unaligned_one = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one).unwrap();
+    let unaligned_one = PermutePlan::new(&[75, 43, 31, 128], &[3, 0, 2, 1], 4, &one).unwrap();
     assert!(!unaligned_one.non_temporal(), "{}", unaligned_one.describe());
-    let unaligned_f64 = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one).unwrap();
-    assert!(!unaligned_f64.non_temporal(), "{}", unaligned_f64.describe());
-    let unaligned_f64_two = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &opts).unwrap();
-    assert!(unaligned_f64_two.non_temporal(), "{}", unaligned_f64_two.describe());
+    // A 3591-element source group (57 × 63) fills a tile: ordinary stores on any threads.
+    for (es, o) in [(4, &opts), (8, &opts), (8, &one)] {
+        let long_source = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], es, o).unwrap();
+        assert!(!long_source.non_temporal(), "{}", long_source.describe());
+        assert_eq!(long_source.tuning().block_order, vlkernels::BlockOrder::DstFastest);
+    }
     // A 43-element source group (tiles grown along the destination) streams on one thread.
     let short_source_f64 = PermutePlan::new(&[38, 66, 65, 43], &[3, 1, 2, 0], 8, &one).unwrap();
     assert!(short_source_f64.non_temporal(), "{}", short_source_f64.describe());
     // Short destination rows (41 f64, 328 bytes) keep ordinary stores.
     let short_rows = PermutePlan::new(&[41, 33, 49, 111], &[1, 2, 3, 0], 8, &opts).unwrap();
     assert!(!short_rows.non_temporal(), "{}", short_rows.describe());
-    check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &one, 24);
+    check_case(&[75, 43, 31, 128], &[3, 0, 2, 1], 4, &one, 24);
     check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 8, &one, 25);
     check_case(&[38, 66, 65, 43], &[3, 1, 2, 0], 8, &one, 26);
     // Asking for streaming stores explicitly is obeyed.
@@ -288,6 +292,7 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     assert!(forced.unwrap().non_temporal());
     check_case(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts, 21);
     check_case(&[61, 59, 63, 57], &[3, 2, 1, 0], 4, &opts, 22);
+    check_case(&[75, 43, 31, 128], &[3, 0, 2, 1], 4, &opts, 27);
     // Runs are streamed only when they are whole lines at line-aligned places.
     let runs_aligned = PermutePlan::new(&[96, 75, 16, 80], &[2, 1, 0, 3], 4, &opts).unwrap();
     assert_eq!(runs_aligned.strategy(), &vlkernels::permute::Strategy::Runs);

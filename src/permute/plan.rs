@@ -198,21 +198,24 @@ impl PermutePlan {
                 // against 0.60–0.79 with ordinary stores.
                 Strategy::StagedRuns { .. } => non_temporal = true,
                 // Destination rows that start inside lines: tiles of 512-byte
-                // destination pieces walked along the destination, so each row's
-                // partial last line is carried to its next piece and streamed
-                // whole. On one thread ordinary stores (the lines stay in cache
-                // until the neighbouring tile fills them) measured 5–15 % faster
-                // for 2- and 4-byte elements, and 18–25 % faster for 8-byte ones
-                // whose source group fills a tile (the f64 reversal 10.6 → 13.0
-                // GiB/s); 8-byte elements from short source groups (43 elements)
-                // stream on one thread too, and with two threads streaming
-                // measured 0–30 % faster or even. Short rows keep ordinary
-                // stores: their two shared end lines are most of the row (f64
-                // rows of 328 bytes ran at 5.8 GiB/s streamed, 10.9 without).
+                // destination pieces walked along the destination. Streamed, each
+                // row's partial last line is carried to its next piece and written
+                // whole; with ordinary stores the line stays in cache until the
+                // neighbouring tile fills it. Source groups that fill a tile keep
+                // ordinary stores (alternating runs, 2026-11-24: f64 reversal 10.6 →
+                // 13.0 GiB/s on one thread and 18.7–19.2 → 21.0–22.0 on two, f32
+                // (3000,5000)→(1,0) 20.5–21.0 → 23.9–27.3 and u8 (7000,9001)→(1,0)
+                // 12.7 → 14.4–15.6 on two, bf16 even). Shorter source groups (tiles
+                // grown along the destination) stream on two threads, and on one
+                // for 8-byte elements (a 43-element f64 group: streamed 1.23× the
+                // ordinary speed). Short rows keep ordinary stores: their two shared
+                // end lines are most of the row (f64 rows of 328 bytes ran at 5.8
+                // GiB/s streamed, 10.9 without).
                 Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
-                    let short_wide_source = elem_bytes >= 8 && src_row_elems < defaults.tile;
-                    non_temporal =
-                        dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES && (threads > 1 || short_wide_source);
+                    let short_source = src_row_elems < defaults.tile;
+                    non_temporal = dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES
+                        && short_source
+                        && (threads > 1 || elem_bytes >= 8);
                     if non_temporal {
                         defaults.tile = 512;
                     }
