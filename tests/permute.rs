@@ -558,6 +558,35 @@ fn a_short_source_group_takes_the_axis_that_continues_it() {
 }
 
 #[test]
+fn a_source_group_under_half_a_tile_takes_its_axis_back_from_long_destination_pieces() {
+    // (53,54,189)→(2,1,0) u8: the source's 189-byte group continues into the 54-axis,
+    // which the destination group took after the 53-axis. With 53 bytes kept the
+    // destination group keeps both; with 538 (≥ 512 bytes) it hands the 54-axis back.
+    let groups = |shape: &[usize], es: usize| match PermutePlan::new(shape, &[2, 1, 0], es, &PermuteOptions::default())
+        .unwrap()
+        .strategy()
+    {
+        vlkernels::permute::Strategy::Transpose {
+            src_group, dst_group, ..
+        } => (src_group.len(), dst_group.len()),
+        other => panic!("expected a transpose, got {other:?}"),
+    };
+    assert_eq!(groups(&[538, 54, 189], 1), (2, 1));
+    assert_eq!(groups(&[53, 54, 189], 1), (1, 2));
+    // 999 elements is more than half a tile: no hand-back.
+    assert_eq!(groups(&[165, 25, 999], 4), (1, 2));
+    for threads in [1, 2] {
+        for nt in [NonTemporal::Off, NonTemporal::On] {
+            let opts = PermuteOptions::default().with_threads(threads).with_non_temporal(nt);
+            check_case(&[538, 54, 189], &[2, 1, 0], 1, &opts, 63);
+            check_case(&[53, 54, 189], &[2, 1, 0], 1, &opts, 64);
+            check_case(&[166, 15, 166], &[2, 1, 0], 4, &opts, 65);
+            check_case(&[133, 61, 229], &[2, 1, 0], 2, &opts, 66);
+        }
+    }
+}
+
+#[test]
 fn one_thread_and_many_threads_give_identical_bytes() {
     let shape = [67usize, 45, 33, 5];
     let perm = [2usize, 0, 3, 1];
