@@ -250,9 +250,9 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     // Outputs of 32 MiB and more stream their stores. Transposes whose destination rows
     // start inside cache lines walk along the destination; they stream (carrying partial
     // lines) only when the rows are long and the source group is shorter than a tile, on
-    // several threads or with 8-byte elements. Source groups that fill a tile, 2- and
-    // 4-byte elements on one thread, and short rows keep ordinary stores. All are checked
-    // in full.
+    // several threads, with 8-byte elements or with groups of 32 elements and more.
+    // Source groups that fill a tile, groups under 32 elements of 1- to 4-byte elements on
+    // one thread, and short rows keep ordinary stores. All are checked in full.
     let opts = PermuteOptions::default().with_threads(2);
     let aligned = PermutePlan::new(&[64, 64, 48, 64], &[3, 2, 1, 0], 4, &opts).unwrap();
     assert!(aligned.non_temporal(), "{}", aligned.describe());
@@ -266,7 +266,12 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     ));
     let one = opts.clone().with_threads(1);
     let unaligned_one = PermutePlan::new(&[75, 43, 31, 128], &[3, 0, 2, 1], 4, &one).unwrap();
-    assert!(!unaligned_one.non_temporal(), "{}", unaligned_one.describe());
+    assert!(unaligned_one.non_temporal(), "{}", unaligned_one.describe());
+    // A 13-element group (42 MB) keeps ordinary stores on one thread, streams on two.
+    let thirteen = PermutePlan::new(&[1913, 422, 13], &[2, 0, 1], 4, &one).unwrap();
+    assert!(!thirteen.non_temporal(), "{}", thirteen.describe());
+    let thirteen_two = PermutePlan::new(&[1913, 422, 13], &[2, 0, 1], 4, &opts).unwrap();
+    assert!(thirteen_two.non_temporal(), "{}", thirteen_two.describe());
     // A 3591-element source group (57 × 63) fills a tile: ordinary stores on any threads.
     for (es, o) in [(4, &opts), (8, &opts), (8, &one)] {
         let long_source = PermutePlan::new(&[61, 59, 63, 57], &[3, 2, 1, 0], es, o).unwrap();
@@ -301,6 +306,41 @@ fn streaming_sizes_choose_stores_by_destination_alignment() {
     assert_eq!(runs_odd.strategy(), &vlkernels::permute::Strategy::Runs);
     assert!(!runs_odd.non_temporal(), "{}", runs_odd.describe());
     check_case(&[350, 16, 16, 5, 19], &[1, 3, 2, 0, 4], 4, &opts, 23);
+}
+
+#[test]
+fn tiles_grown_along_the_destination_stream_from_16_mib() {
+    // A source group of 32 elements to half a tile grows its tiles along the
+    // destination; such transposes stage and stream from 16 MiB of output (below the
+    // 32 MiB of the rest), unless their destination rows are short and unaligned.
+    let plan = |shape: &[usize], es: usize, threads: usize| {
+        PermutePlan::new(shape, &[2, 0, 1], es, &PermuteOptions::default().with_threads(threads)).unwrap()
+    };
+    for threads in [1, 2] {
+        for (shape, es) in [
+            (&[45usize, 422, 279][..], 4),
+            (&[178, 422, 279][..], 1),
+            (&[213, 422, 117][..], 2),
+        ] {
+            let p = plan(shape, es, threads);
+            assert!(p.non_temporal() && p.staged_tiles(), "{shape:?}: {}", p.describe());
+        }
+        // 4 MiB: ordinary stores, in place.
+        let small = plan(&[9, 422, 279], 4, threads);
+        assert!(!small.non_temporal() && !small.staged_tiles(), "{}", small.describe());
+        // A 13-element group is mostly tile edge: in place below 32 MiB.
+        let thirteen = plan(&[957, 422, 13], 4, threads);
+        assert!(!thirteen.non_temporal(), "{}", thirteen.describe());
+        // Tiles that fill the source side (a 1000-element group) wait for 32 MiB.
+        let long = plan(&[6, 1000, 1000], 4, threads);
+        assert!(!long.non_temporal(), "{}", long.describe());
+    }
+    for threads in [1, 2] {
+        let opts = PermuteOptions::default().with_threads(threads);
+        check_case(&[45, 422, 279], &[2, 0, 1], 4, &opts, 91);
+        check_case(&[178, 422, 279], &[2, 0, 1], 1, &opts, 92);
+        check_case(&[213, 422, 117], &[2, 0, 1], 2, &opts, 93);
+    }
 }
 
 #[test]

@@ -192,6 +192,18 @@ impl PermutePlan {
                 ),
                 _ => (false, 0, 0),
             };
+            // Tiles grown along the destination (see `grown_along_destination`)
+            // stream from a smaller size: with their source such outputs fill the
+            // L3 already, and written in place each pass of a tile leaves a
+            // partial line in every one of its many destination rows (alternating
+            // runs, 1 thread, 21 MiB: u8 (425,422,117)→(2,0,1) 6.0 → 9.7 GiB/s,
+            // bf16 (213,…) 7.5 → 12.1, f32 (223,422,56) 9.5 → 16.3).
+            if bytes >= GROWN_STREAM_BYTES
+                && grown_along_destination(&strategy, defaults.tile, elem_bytes)
+                && (!unaligned_transpose || dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES)
+            {
+                non_temporal = true;
+            }
             match strategy {
                 // Each slab is gathered in cache and written out whole: streaming
                 // measured 0.74–0.96 × memcpy on the Qwen2.5-VL patchify (22 MiB)
@@ -208,14 +220,16 @@ impl PermutePlan {
                 // 12.7 → 14.4–15.6 on two, bf16 even). Shorter source groups (tiles
                 // grown along the destination) stream on two threads, and on one
                 // for 8-byte elements (a 43-element f64 group: streamed 1.23× the
-                // ordinary speed). Short rows keep ordinary stores: their two shared
+                // ordinary speed) or groups of 32 elements and more (u8, bf16 and
+                // f32 groups of 37–279 elements at 42 MiB: +5 to +60 %, 13-element
+                // ones −15 to −30 %). Short rows keep ordinary stores: their two shared
                 // end lines are most of the row (f64 rows of 328 bytes ran at 5.8
                 // GiB/s streamed, 10.9 without).
                 Strategy::Transpose { .. } if non_temporal && unaligned_transpose => {
                     let short_source = src_row_elems < defaults.tile;
                     non_temporal = dst_row_bytes >= STREAM_MIN_UNALIGNED_ROW_BYTES
                         && short_source
-                        && (threads > 1 || elem_bytes >= 8);
+                        && (threads > 1 || elem_bytes >= 8 || src_row_elems >= GROWN_MIN_SOURCE_ELEMS);
                     if non_temporal {
                         defaults.tile = 512;
                     }
@@ -474,6 +488,30 @@ pub(crate) fn dst_rows_alias(dims: &[Dim], src_group: &[usize], elem_bytes: usiz
     rows >= ALIAS_MIN_ROWS
         && stride % ALIAS_STRIDE_BYTES == 0
         && (stride % ALIAS_PAGE_BYTES == 0 || bytes <= ALIAS_IN_CACHE_BYTES)
+}
+
+/// Outputs from this size stream the staged tiles of [`grown_along_destination`]
+/// transposes: with their source they fill the 32 MiB L3 of the machine measured.
+const GROWN_STREAM_BYTES: usize = 16 << 20;
+
+/// Shorter source groups are mostly tile edge (under two 16-element kernel
+/// blocks) and ran slower staged and streamed: (1913,422,13)→(2,0,1) bf16 7.0 →
+/// 5.2 GiB/s, f32 (957,422,13) 9.5 → 8.1, against +5 to +65 % from 37 elements up.
+const GROWN_MIN_SOURCE_ELEMS: usize = 32;
+
+/// Destination pieces shorter than this are not worth staging a tile for.
+const GROWN_MIN_PIECE_BYTES: usize = 256;
+
+/// Whether a transpose's tiles were grown along the destination: a source group
+/// of at least [`GROWN_MIN_SOURCE_ELEMS`] but under half of `side_a`, and
+/// destination pieces of at least [`GROWN_MIN_PIECE_BYTES`].
+fn grown_along_destination(strategy: &Strategy, side_a: usize, elem_bytes: usize) -> bool {
+    match strategy {
+        Strategy::Transpose { tile_a, tile_b, .. } => {
+            *tile_a >= GROWN_MIN_SOURCE_ELEMS && tile_a * 2 < side_a && tile_b * elem_bytes >= GROWN_MIN_PIECE_BYTES
+        }
+        _ => false,
+    }
 }
 
 /// A source group shorter than half a tile takes back the axis that continues its
