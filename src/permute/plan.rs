@@ -494,8 +494,8 @@ pub(crate) fn dst_rows_alias(dims: &[Dim], src_group: &[usize], elem_bytes: usiz
 /// transposes: with their source they fill the 32 MiB L3 of the machine measured.
 const GROWN_STREAM_BYTES: usize = 16 << 20;
 
-/// Shorter source groups are mostly tile edge (under two 16-element kernel
-/// blocks) and ran slower staged and streamed: (1913,422,13)→(2,0,1) bf16 7.0 →
+/// Shorter source groups are mostly tile edge (under two blocks of the 16-wide
+/// u8 and bf16 kernels) and ran slower staged and streamed: (1913,422,13)→(2,0,1) bf16 7.0 →
 /// 5.2 GiB/s, f32 (957,422,13) 9.5 → 8.1, against +5 to +65 % from 37 elements up.
 const GROWN_MIN_SOURCE_ELEMS: usize = 32;
 
