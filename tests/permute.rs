@@ -43,6 +43,21 @@ fn check_tuned_n<const N: usize>(
     }
 }
 
+/// The reference permutation of `src` as bytes, for elements of `es` bytes.
+fn reference_bytes(src: &[u8], shape: &[usize], perm: &[usize], es: usize) -> Vec<u8> {
+    fn typed<const N: usize>(src: &[u8], shape: &[usize], perm: &[usize]) -> Vec<u8> {
+        let out = reference_permute(&to_elems::<N>(src), shape, &c_strides(shape), perm);
+        out.iter().flat_map(|e| e.0).collect()
+    }
+    match es {
+        1 => typed::<1>(src, shape, perm),
+        2 => typed::<2>(src, shape, perm),
+        4 => typed::<4>(src, shape, perm),
+        8 => typed::<8>(src, shape, perm),
+        _ => unreachable!(),
+    }
+}
+
 fn check_case(shape: &[usize], perm: &[usize], es: usize, opts: &PermuteOptions, seed: u64) {
     check_tuned(shape, perm, es, opts, None, seed)
 }
@@ -340,6 +355,49 @@ fn tiles_grown_along_the_destination_stream_from_16_mib() {
         check_case(&[45, 422, 279], &[2, 0, 1], 4, &opts, 91);
         check_case(&[178, 422, 279], &[2, 0, 1], 1, &opts, 92);
         check_case(&[213, 422, 117], &[2, 0, 1], 2, &opts, 93);
+    }
+}
+
+#[test]
+fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
+    // Streamed tiles made of whole micro-kernel blocks are staged block by block
+    // and gathered row by row on the way out: straight into 32-byte-aligned rows,
+    // through a row buffer into others; tiles with partial blocks keep the
+    // row-ordered stage. Every element size, one- and multi-axis groups (row
+    // tables), destinations at a page boundary and 8 or 16 bytes past one, 1 and
+    // 2 threads, poisoned output against the reference.
+    let cases: [(&[usize], &[usize], usize); 6] = [
+        (&[3072, 3004], &[1, 0], 4), // the last tile column has a partial block
+        (&[4096, 4160], &[1, 0], 2),
+        (&[6144, 6144], &[1, 0], 1),
+        (&[2048, 2112], &[1, 0], 8),
+        (&[40, 30, 24, 8, 40], &[4, 3, 2, 1, 0], 4),
+        (&[48, 40, 64, 80], &[3, 2, 1, 0], 4),
+    ];
+    for (i, (shape, perm, es)) in cases.iter().enumerate() {
+        let len = shape.iter().product::<usize>() * es;
+        let src = random_bytes(len, 300 + i as u64);
+        let expect = reference_bytes(&src, shape, perm, *es);
+        let mut dst = vlkernels::buffer::huge_page_buffer(len + 64);
+        for threads in [1, 2] {
+            let opts = PermuteOptions::default().with_threads(threads);
+            let plan = PermutePlan::new(shape, perm, *es, &opts).unwrap();
+            assert!(
+                plan.non_temporal() && plan.staged_tiles(),
+                "{shape:?}: {}",
+                plan.describe()
+            );
+            for offset in [0, 16, 8] {
+                dst.fill(POISON);
+                plan.execute_bytes(&src, &mut dst[offset..offset + len]).unwrap();
+                if dst[offset..offset + len] != expect[..] {
+                    let first = (0..len).find(|&j| dst[offset + j] != expect[j]).unwrap();
+                    panic!(
+                        "{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}: first wrong byte {first}"
+                    );
+                }
+            }
+        }
     }
 }
 

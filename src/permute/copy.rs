@@ -172,6 +172,54 @@ unsafe fn stream_bytes_avx(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Streams `pieces` runs of `piece` bytes, `from_step` apart from `from`, to
+/// `dst` back to back (a row of a block-ordered stage). Whole 32-byte pieces
+/// into a 32-byte-aligned row go straight out, one load and one streaming
+/// store each, in line (a call per piece cost more than the copy); other rows
+/// are gathered in `row` first and streamed like [`stream_bytes`].
+///
+/// # Safety
+/// `dst` writable and `row` long enough for `pieces * piece` bytes; every piece readable.
+pub(crate) unsafe fn stream_gathered(
+    from: *const u8,
+    from_step: usize,
+    pieces: usize,
+    piece: usize,
+    dst: *mut u8,
+    row: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if piece % 32 == 0 && (dst as usize) % 32 == 0 && crate::cpu_features().avx2 {
+        return stream_gathered_avx(from, from_step, pieces, piece, dst);
+    }
+    debug_assert!(row.len() >= pieces * piece);
+    for j in 0..pieces {
+        copy_small(from.add(j * from_step), row.as_mut_ptr().add(j * piece), piece);
+    }
+    stream_bytes(row.as_ptr(), dst, pieces * piece);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_gathered_avx(from: *const u8, from_step: usize, pieces: usize, piece: usize, dst: *mut u8) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    if piece == 32 {
+        // The AVX2 kernels' pieces (8 × f32, 16 × bf16, ...): one move each.
+        for j in 0..pieces {
+            let v = _mm256_loadu_si256(from.add(j * from_step) as *const __m256i);
+            _mm256_stream_si256(dst.add(j * 32) as *mut __m256i, v);
+        }
+        return;
+    }
+    for j in 0..pieces {
+        let (s, d) = (from.add(j * from_step), dst.add(j * piece));
+        for c in 0..piece / 32 {
+            let v = _mm256_loadu_si256(s.add(c * 32) as *const __m256i);
+            _mm256_stream_si256(d.add(c * 32) as *mut __m256i, v);
+        }
+    }
+}
+
 /// The bytes of one cache line that a piece of a destination row has written
 /// so far, kept for the next piece of the same row (see [`stream_lines_carried`]).
 pub(crate) type LineCarry = [u8; 64];
