@@ -359,34 +359,41 @@ fn tiles_grown_along_the_destination_stream_from_16_mib() {
 }
 
 #[test]
-fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
-    // Streamed tiles made of whole micro-kernel blocks are staged block by block
-    // and gathered row by row on the way out: straight into 32-byte-aligned rows,
-    // through a row buffer into others; tiles with partial blocks keep the
+fn staged_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
+    // Staged tiles made of whole micro-kernel blocks, with more rows than L1
+    // holds, are staged block by block and gathered row by row on the way out:
+    // streamed straight into 32-byte-aligned rows, through a row buffer into
+    // others, through the carried lines when the walk follows the destination,
+    // or copied with ordinary stores; tiles with partial blocks keep the
     // row-ordered stage. Every element size, one- and multi-axis groups (row
     // tables), destinations at a page boundary and 8 or 16 bytes past one, 1 and
     // 2 threads, poisoned output against the reference.
-    let cases: [(&[usize], &[usize], usize); 6] = [
-        (&[3072, 3004], &[1, 0], 4), // the last tile column has a partial block
-        (&[4096, 4160], &[1, 0], 2),
-        (&[6144, 6144], &[1, 0], 1),
-        (&[2048, 2112], &[1, 0], 8),
-        (&[40, 30, 24, 8, 40], &[4, 3, 2, 1, 0], 4),
-        (&[48, 40, 64, 80], &[3, 2, 1, 0], 4),
+    // The last flag: tiles of 1024 × 64 without streaming stores, tuned.
+    let cases: [(&[usize], &[usize], usize, bool); 8] = [
+        (&[3072, 3004], &[1, 0], 4, false), // the last tile column has a partial block
+        (&[4096, 4160], &[1, 0], 2, false),
+        (&[6144, 6144], &[1, 0], 1, false),
+        (&[2048, 2112], &[1, 0], 8, false),
+        (&[40, 30, 24, 8, 40], &[4, 3, 2, 1, 0], 4, false),
+        (&[48, 40, 64, 80], &[3, 2, 1, 0], 4, false),
+        (&[64, 36, 48, 64], &[3, 1, 2, 0], 4, false), // walks the destination: carried lines
+        (&[2048, 2048], &[1, 0], 4, true),            // rows a page apart: ordinary stores
     ];
-    for (i, (shape, perm, es)) in cases.iter().enumerate() {
+    for (i, (shape, perm, es, ordinary)) in cases.iter().enumerate() {
         let len = shape.iter().product::<usize>() * es;
         let src = random_bytes(len, 300 + i as u64);
         let expect = reference_bytes(&src, shape, perm, *es);
         let mut dst = vlkernels::buffer::huge_page_buffer(len + 64);
         for threads in [1, 2] {
             let opts = PermuteOptions::default().with_threads(threads);
-            let plan = PermutePlan::new(shape, perm, *es, &opts).unwrap();
-            assert!(
-                plan.non_temporal() && plan.staged_tiles(),
-                "{shape:?}: {}",
-                plan.describe()
-            );
+            let mut plan = PermutePlan::new(shape, perm, *es, &opts).unwrap();
+            if *ordinary {
+                let mut t = plan.tuning();
+                (t.tile, t.tile_b, t.non_temporal) = (1024, 64, false);
+                plan = plan.with_tuning(&t).unwrap();
+            }
+            assert_eq!(plan.non_temporal(), !ordinary, "{shape:?}: {}", plan.describe());
+            assert!(plan.staged_tiles(), "{shape:?}: {}", plan.describe());
             for offset in [0, 16, 8] {
                 dst.fill(POISON);
                 plan.execute_bytes(&src, &mut dst[offset..offset + len]).unwrap();

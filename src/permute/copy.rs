@@ -193,10 +193,19 @@ pub(crate) unsafe fn stream_gathered(
         return stream_gathered_avx(from, from_step, pieces, piece, dst);
     }
     debug_assert!(row.len() >= pieces * piece);
-    for j in 0..pieces {
-        copy_small(from.add(j * from_step), row.as_mut_ptr().add(j * piece), piece);
-    }
+    gather_pieces(from, from_step, pieces, piece, row.as_mut_ptr());
     stream_bytes(row.as_ptr(), dst, pieces * piece);
+}
+
+/// Copies `pieces` runs of `piece` bytes, `from_step` apart from `from`, to
+/// `dst` back to back, with ordinary stores.
+///
+/// # Safety
+/// `dst` writable for `pieces * piece` bytes; every piece readable; no overlap.
+pub(crate) unsafe fn gather_pieces(from: *const u8, from_step: usize, pieces: usize, piece: usize, dst: *mut u8) {
+    for j in 0..pieces {
+        copy_small(from.add(j * from_step), dst.add(j * piece), piece);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -8,7 +8,8 @@
 use rayon::prelude::*;
 
 use super::copy::{
-    copy_bytes, copy_runs_fn, copy_small, stream_bytes, stream_fence, stream_gathered, stream_lines_carried, LineCarry,
+    copy_bytes, copy_runs_fn, copy_small, gather_pieces, stream_bytes, stream_fence, stream_gathered,
+    stream_lines_carried, LineCarry,
 };
 use super::kernels::{self, KernelFamily};
 use super::plan::{BlockOrder, Dim, PermutePlan, Strategy};
@@ -538,9 +539,9 @@ unsafe fn transpose<E: Copy>(
         } else {
             Vec::new()
         };
-        // Streamed tiles of whole blocks with rows at equal steps go through a
+        // Staged tiles of whole blocks whose rows would crowd L1 go through a
         // block-ordered stage (see `tile_into_blocked_stage`).
-        let blocked_stage = kernel.filter(|_| staged && non_temporal && !carry_lines);
+        let blocked_stage = kernel.filter(|_| staged);
         let block_rows: Vec<usize> = blocked_stage.map_or(Vec::new(), |k| (0..k.na).map(|i| i * k.nb * es).collect());
         let mut gather_row = vec![0u8; if blocked_stage.is_some() { tb_full * es } else { 0 }];
         let (first, end) = (range.start, range.end);
@@ -583,46 +584,63 @@ unsafe fn transpose<E: Copy>(
             // Source rows are indexed by b (each contiguous along a); destination rows by a.
             let src = p.src().add(od.src + a0 * es + b_shift);
             let dst = p.dst().add(od.dst + b0 * es + a_shift);
-            let blocked = blocked_stage.filter(|k| ta % k.na == 0 && tb % k.nb == 0);
-            if let Some(k) = blocked {
-                let src_step = linear_b.then_some(step_b);
-                tile_into_blocked_stage(src, src_rows, src_step, stage_base, &block_rows, k, ta, es);
-                let (piece, blk) = (k.nb * es, k.na * k.nb * es);
-                let pass_bytes = (ta / k.na) * blk;
-                for (i, &dr) in dst_rows.iter().enumerate() {
-                    let from = stage_base.add((i / k.na) * blk + (i % k.na) * piece);
-                    stream_gathered(from, pass_bytes, tb / k.nb, piece, dst.add(dr), &mut gather_row);
+            let blocked =
+                blocked_stage.filter(|k| ta % k.na == 0 && tb % k.nb == 0 && !rows_share_l1(ta, tb_full * es));
+            if !staged {
+                let steps = (linear_a && linear_b).then_some((step_b, step_a));
+                tile::<E>(src, src_rows, dst, dst_rows, es, direct, steps, true, &mut edges);
+                continue;
+            }
+            match blocked {
+                Some(k) => {
+                    let src_step = linear_b.then_some(step_b);
+                    tile_into_blocked_stage(src, src_rows, src_step, stage_base, &block_rows, k, ta, es);
                 }
-            } else if staged {
-                let (stage_ptr, stage_rows) = (stage_base, &stage_rows[..ta]);
-                tile::<E>(
+                None => tile::<E>(
                     src,
                     src_rows,
-                    stage_ptr,
-                    stage_rows,
+                    stage_base,
+                    &stage_rows[..ta],
                     es,
                     staged_kernel,
                     linear_b.then_some((step_b, tb_full * es)),
                     false,
                     &mut edges,
-                );
-                // The previous and next items of this worker are the row's neighbouring
-                // pieces unless a row or the worker's range starts or ends here.
-                let carried = item > first && bb > 0;
-                let keep = item + 1 < end && bb + 1 < blocks_b;
-                for (i, &dr) in dst_rows.iter().enumerate() {
-                    let from = stage_base.add(stage_rows[i]);
-                    if !non_temporal {
-                        std::ptr::copy_nonoverlapping(from, dst.add(dr), tb * es);
-                    } else if carry_lines {
-                        stream_lines_carried(from, dst.add(dr), tb * es, &mut carry[i], carried, keep);
-                    } else {
-                        stream_bytes(from, dst.add(dr), tb * es);
+                ),
+            }
+            // The previous and next items of this worker are the row's neighbouring
+            // pieces unless a row or the worker's range starts or ends here.
+            let carried = item > first && bb > 0;
+            let keep = item + 1 < end && bb + 1 < blocks_b;
+            let len = tb * es;
+            for (i, &dr) in dst_rows.iter().enumerate() {
+                let d = dst.add(dr);
+                // The row in the stage: contiguous, or the pieces of a block-ordered stage.
+                let row = match blocked {
+                    Some(k) => {
+                        let (piece, blk) = (k.nb * es, k.na * k.nb * es);
+                        let from = stage_base.add((i / k.na) * blk + (i % k.na) * piece);
+                        let pass_bytes = (ta / k.na) * blk;
+                        if !non_temporal {
+                            gather_pieces(from, pass_bytes, tb / k.nb, piece, d);
+                            continue;
+                        }
+                        if !carry_lines {
+                            stream_gathered(from, pass_bytes, tb / k.nb, piece, d, &mut gather_row);
+                            continue;
+                        }
+                        gather_pieces(from, pass_bytes, tb / k.nb, piece, gather_row.as_mut_ptr());
+                        gather_row.as_ptr()
                     }
+                    None => stage_base.add(stage_rows[i]),
+                };
+                if !non_temporal {
+                    std::ptr::copy_nonoverlapping(row, d, len);
+                } else if carry_lines {
+                    stream_lines_carried(row, d, len, &mut carry[i], carried, keep);
+                } else {
+                    stream_bytes(row, d, len);
                 }
-            } else {
-                let steps = (linear_a && linear_b).then_some((step_b, step_a));
-                tile::<E>(src, src_rows, dst, dst_rows, es, direct, steps, true, &mut edges);
             }
         }
         if non_temporal {
