@@ -359,15 +359,16 @@ fn tiles_grown_along_the_destination_stream_from_16_mib() {
 }
 
 #[test]
-fn staged_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
-    // Staged tiles made of whole micro-kernel blocks, with more rows than L1
+fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
+    // Streamed tiles made of whole micro-kernel blocks, with more rows than L1
     // holds, are staged block by block and gathered row by row on the way out:
-    // streamed straight into 32-byte-aligned rows, through a row buffer into
-    // others, through the carried lines when the walk follows the destination,
-    // or copied with ordinary stores; tiles with partial blocks keep the
-    // row-ordered stage. Every element size, one- and multi-axis groups (row
-    // tables), destinations at a page boundary and 8 or 16 bytes past one, 1 and
-    // 2 threads, poisoned output against the reference.
+    // straight into 32-byte-aligned rows, through a row buffer into others, and
+    // through the carried lines when the walk follows the destination; tiles
+    // with partial blocks keep the row-ordered stage, and so do tiles staged for
+    // aliasing rows without streaming stores (the last case, tuned). Every element
+    // size, one- and multi-axis groups (row tables), destinations at a page
+    // boundary and 8 or 16 bytes past one, 1 and 2 threads, poisoned output
+    // against the reference.
     // The last flag: tiles of 1024 × 64 without streaming stores, tuned.
     let cases: [(&[usize], &[usize], usize, bool); 8] = [
         (&[3072, 3004], &[1, 0], 4, false), // the last tile column has a partial block

@@ -57,6 +57,10 @@ pub struct PermuteBenchArgs {
     /// Permutation of the custom case, e.g. 1,0.
     #[arg(long, requires = "shape")]
     pub perm: Option<String>,
+    /// Put both outputs (the permutation's and the memcpy's) this many bytes past a
+    /// page boundary (0..=4095). Buffers from malloc usually start 16 bytes past one.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..4096))]
+    pub dst_offset: u16,
 }
 
 impl PermuteBenchArgs {
@@ -77,6 +81,7 @@ impl PermuteBenchArgs {
             filter: None,
             shape: None,
             perm: None,
+            dst_offset: 0,
         }
     }
 }
@@ -125,8 +130,10 @@ fn measure(case: &Case, args: &PermuteBenchArgs, family: KernelFamily, threads: 
     for (i, x) in src.iter_mut().enumerate() {
         *x = (i.wrapping_mul(2654435761) >> 7) as u8;
     }
-    let mut dst = vlkernels::buffer::huge_page_buffer(bytes);
-    let mut copy = vlkernels::buffer::huge_page_buffer(bytes);
+    let off = args.dst_offset as usize;
+    let mut dst_buf = vlkernels::buffer::huge_page_buffer(bytes + off);
+    let mut copy_buf = vlkernels::buffer::huge_page_buffer(bytes + off);
+    let (dst, copy) = (&mut dst_buf[off..], &mut copy_buf[off..]);
     let opts = PermuteOptions {
         threads: Some(threads),
         kernel: family,
@@ -135,15 +142,15 @@ fn measure(case: &Case, args: &PermuteBenchArgs, family: KernelFamily, threads: 
     };
     let plan = PermutePlan::new(&case.shape, &case.perm, case.dtype.size(), &opts)?;
     // Warm up (page faults, caches), then interleave memcpy and permute.
-    parallel_copy(&src, &mut copy, threads);
-    plan.execute_bytes(&src, &mut dst)?;
+    parallel_copy(&src, copy, threads);
+    plan.execute_bytes(&src, dst)?;
     let (mut t_copy, mut t_perm) = (Vec::new(), Vec::new());
     for _ in 0..args.reps.max(1) {
         let t = Instant::now();
-        parallel_copy(&src, &mut copy, threads);
+        parallel_copy(&src, copy, threads);
         t_copy.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        plan.execute_bytes(&src, &mut dst)?;
+        plan.execute_bytes(&src, dst)?;
         t_perm.push(t.elapsed().as_secs_f64());
     }
     // The naive loop is the baseline and the self-check.
@@ -154,7 +161,7 @@ fn measure(case: &Case, args: &PermuteBenchArgs, family: KernelFamily, threads: 
         &opts.clone().with_kernel(KernelFamily::Scalar),
     )?;
     let t = Instant::now();
-    naive_plan.execute_bytes(&src, &mut copy)?;
+    naive_plan.execute_bytes(&src, copy)?;
     let t_naive = t.elapsed().as_secs_f64();
     let check = copy[..] == dst[..];
     let (tp, tc) = (median(t_perm), median(t_copy));
