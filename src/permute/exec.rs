@@ -517,8 +517,9 @@ unsafe fn transpose<E: Copy>(
         if whole_b {
             group_offsets(dims, dst_group, es, 0, count_b, true, &mut src_rows);
         }
-        // Streaming stores: tiles are built in an L1-resident staging buffer
-        // whose rows are then streamed out, so no destination line is read.
+        // Streaming stores: tiles are built in a staging buffer (L2-resident at
+        // the default 256 KiB) whose rows are then streamed out, so no
+        // destination line is read.
         // Destination rows that alias in the caches are staged too, and copied
         // out with ordinary stores.
         let mut stage = if staged {
