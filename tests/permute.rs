@@ -365,11 +365,10 @@ fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
     // straight into 32-byte-aligned rows, through a row buffer into others, and
     // through the carried lines when the walk follows the destination; tiles
     // with partial blocks keep the row-ordered stage, and so do tiles staged for
-    // aliasing rows without streaming stores (the last case, tuned). Every element
-    // size, one- and multi-axis groups (row tables), destinations at a page
-    // boundary and 8 or 16 bytes past one, 1 and 2 threads, poisoned output
-    // against the reference.
-    // The last flag: tiles of 1024 × 64 without streaming stores, tuned.
+    // aliasing rows without streaming stores (cases flagged `true`: tuned to tiles
+    // of 1024 × 64 without streaming stores). Every element size, one- and
+    // multi-axis groups (row tables), destinations at a page boundary and 8 or 16
+    // bytes past one, 1 and 2 threads, poisoned output against the reference.
     let cases: [(&[usize], &[usize], usize, bool); 8] = [
         (&[3072, 3004], &[1, 0], 4, false), // the last tile column has a partial block
         (&[4096, 4160], &[1, 0], 2, false),
