@@ -54,6 +54,7 @@ fn reference_bytes(src: &[u8], shape: &[usize], perm: &[usize], es: usize) -> Ve
         2 => typed::<2>(src, shape, perm),
         4 => typed::<4>(src, shape, perm),
         8 => typed::<8>(src, shape, perm),
+        16 => typed::<16>(src, shape, perm),
         _ => unreachable!(),
     }
 }
@@ -387,6 +388,13 @@ fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
         for threads in [1, 2] {
             let opts = PermuteOptions::default().with_threads(threads);
             let mut plan = PermutePlan::new(shape, perm, *es, &opts).unwrap();
+            // Streamed transposes with a banded form default to line bands
+            // (tested in `line_bands_match_the_reference`); this test asks for tiles.
+            if plan.tuning().block_order == vlkernels::BlockOrder::Bands {
+                let mut t = plan.tuning();
+                t.block_order = vlkernels::BlockOrder::SrcFastest;
+                plan = plan.with_tuning(&t).unwrap();
+            }
             if *ordinary {
                 let mut t = plan.tuning();
                 (t.tile, t.tile_b, t.non_temporal) = (1024, 64, false);
@@ -403,6 +411,124 @@ fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
                         "{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}: first wrong byte {first}"
                     );
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn line_bands_match_the_reference() {
+    // Streamed transposes with destination rows whole lines apart run as line
+    // bands: every element size, one- and multi-axis groups, one line per row,
+    // 512 bytes per row (rows a multiple of 512 bytes apart), whole short rows,
+    // prefetched short source rows, a head strip (destinations 16, 8, 4, 2 bytes
+    // past a line), a tail strip and a short last band of whole lines, source
+    // groups that end inside a kernel block, a destination at an odd byte (the
+    // staged tiles take over), 1-3 threads, every kernel family here, poisoned
+    // output against the reference.
+    /// Shape, permutation, element size, and the band's lines per row and prefetch.
+    type BandCase<'a> = (&'a [usize], &'a [usize], usize, usize, bool);
+    let cases: [BandCase; 11] = [
+        (&[208, 333], &[1, 0], 4, 1, true),
+        (&[384, 300], &[1, 0], 4, 8, true),
+        (&[20, 96, 90], &[0, 2, 1], 4, 6, true),            // whole 384-byte rows
+        (&[3, 8, 4, 40, 72], &[2, 0, 4, 1, 3], 4, 1, true), // two-axis destination group
+        (&[6, 8, 4, 8, 144], &[2, 0, 4, 1, 3], 2, 2, true),
+        (&[16, 6, 8, 3, 50], &[4, 3, 2, 1, 0], 4, 8, false), // four-axis source group
+        (&[256, 1000], &[1, 0], 1, 1, true),
+        (&[1024, 600], &[1, 0], 1, 2, true),
+        (&[64, 333], &[1, 0], 8, 8, true),
+        (&[48, 101], &[1, 0], 16, 1, true),
+        (&[96, 517], &[1, 0], 2, 1, true),
+    ];
+    for (i, &(shape, perm, es, lines, prefetch)) in cases.iter().enumerate() {
+        let len = shape.iter().product::<usize>() * es;
+        let src = random_bytes(len, 700 + i as u64);
+        let expect = reference_bytes(&src, shape, perm, es);
+        let mut dst = vec![0u8; len + 128];
+        let base = dst.as_ptr().align_offset(64);
+        for kernel in families() {
+            for threads in [1, 2, 3] {
+                let opts = PermuteOptions::default()
+                    .with_threads(threads)
+                    .with_kernel(kernel)
+                    .with_non_temporal(NonTemporal::On);
+                let plan = PermutePlan::new(shape, perm, es, &opts).unwrap();
+                let described = plan.describe();
+                if kernel == KernelFamily::Auto {
+                    let want = format!("lines={lines} prefetch={prefetch})");
+                    assert!(
+                        described.contains(&want),
+                        "{shape:?} {perm:?} es {es}: want {want}: {described}"
+                    );
+                    assert!(!plan.staged_tiles(), "{described}");
+                }
+                for offset in [0, 16, 8, 4, 2, 1] {
+                    let at = base + offset;
+                    dst.fill(POISON);
+                    plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
+                    if dst[at..at + len] != expect[..] {
+                        let first = (0..len).find(|&j| dst[at + j] != expect[j]).unwrap();
+                        panic!("{shape:?} {perm:?} es {es} {kernel:?}, {threads} thread(s), offset {offset}: first wrong byte {first}; {described}");
+                    }
+                    assert!(
+                        dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON),
+                        "wrote outside the output"
+                    );
+                }
+            }
+        }
+    }
+    // The default plan prefers bands except for rows a whole number of pages apart.
+    let streamed = PermuteOptions::default()
+        .with_threads(1)
+        .with_non_temporal(NonTemporal::On);
+    let order = |shape: &[usize]| {
+        PermutePlan::new(shape, &[1, 0], 4, &streamed)
+            .unwrap()
+            .tuning()
+            .block_order
+    };
+    assert_eq!(order(&[2064, 2048]), vlkernels::BlockOrder::Bands);
+    assert_eq!(order(&[2048, 2048]), vlkernels::BlockOrder::SrcFastest);
+    // Without streaming stores a plan asked for bands runs its tiles in place.
+    let plan = PermutePlan::new(&[208, 333], &[1, 0], 4, &streamed).unwrap();
+    let mut t = plan.tuning();
+    t.non_temporal = false;
+    assert!(!plan.with_tuning(&t).unwrap().describe().contains("bands("));
+}
+
+#[test]
+fn whole_line_runs_stream_line_by_line() {
+    // Streamed runs of whole lines (16 f32, 32 bf16) into line-aligned rows go
+    // out line by line; other destinations fall back to ordinary stores.
+    for (shape, perm, es) in [
+        (vec![6, 5, 7, 16], vec![2, 1, 0, 3], 4),
+        (vec![5, 9, 4, 64], vec![1, 2, 0, 3], 2),
+        (vec![7, 3, 11, 48], vec![2, 0, 1, 3], 4),
+    ] {
+        let len = shape.iter().product::<usize>() * es;
+        let src = random_bytes(len, 800 + len as u64);
+        let expect = reference_bytes(&src, &shape, &perm, es);
+        let mut dst = vec![0u8; len + 128];
+        let base = dst.as_ptr().align_offset(64);
+        for threads in [1, 2] {
+            let opts = PermuteOptions::default()
+                .with_threads(threads)
+                .with_non_temporal(NonTemporal::On);
+            let plan = PermutePlan::new(&shape, &perm, es, &opts).unwrap();
+            assert_eq!(
+                plan.strategy(),
+                &vlkernels::permute::Strategy::Runs,
+                "{}",
+                plan.describe()
+            );
+            for offset in [0, 16, 4] {
+                let at = base + offset;
+                dst.fill(POISON);
+                plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
+                assert!(dst[at..at + len] == expect[..], "{shape:?} {perm:?}, offset {offset}");
+                assert!(dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON));
             }
         }
     }

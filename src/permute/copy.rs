@@ -283,6 +283,92 @@ pub(crate) unsafe fn stream_lines_carried(
     }
 }
 
+/// Streams `lines` whole lines from row `i` of `from` (rows `pitch` bytes
+/// apart, 64-byte aligned) to `dst + rows[i]` (64-byte aligned): each line
+/// by two back-to-back 32-byte streaming stores, completing it in one
+/// write-combining buffer (the bands of `bands.rs`).
+///
+/// # Safety
+/// `from` readable for `rows.len()` rows of `lines` lines; every
+/// `dst + rows[i]` aligned and writable for `lines` whole lines.
+#[inline]
+pub(crate) unsafe fn stream_lines_to(from: *const u8, pitch: usize, lines: usize, dst: *mut u8, rows: &[usize]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu_features().avx2 {
+        return stream_lines_to_avx(from, pitch, lines, dst, rows);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_load_si128, _mm_stream_si128};
+        for (i, &r) in rows.iter().enumerate() {
+            let (s, d) = (from.add(i * pitch) as *const __m128i, dst.add(r) as *mut __m128i);
+            // SSE2 is part of the x86-64 baseline.
+            for q in 0..4 * lines {
+                _mm_stream_si128(d.add(q), _mm_load_si128(s.add(q)));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    for (i, &r) in rows.iter().enumerate() {
+        std::ptr::copy_nonoverlapping(from.add(i * pitch), dst.add(r), 64 * lines);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_lines_to_avx(from: *const u8, pitch: usize, lines: usize, dst: *mut u8, rows: &[usize]) {
+    use std::arch::x86_64::{__m256i, _mm256_load_si256, _mm256_stream_si256};
+    for (i, &r) in rows.iter().enumerate() {
+        let (s, d) = (from.add(i * pitch) as *const __m256i, dst.add(r) as *mut __m256i);
+        for q in (0..2 * lines).step_by(2) {
+            let (lo, hi) = (_mm256_load_si256(s.add(q)), _mm256_load_si256(s.add(q + 1)));
+            _mm256_stream_si256(d.add(q), lo);
+            _mm256_stream_si256(d.add(q + 1), hi);
+        }
+    }
+}
+
+/// Streams `n` runs of `lines` whole lines, run `t` from `src + t * src_step`
+/// to `dst + t * dst_step`; every destination run starts on a line. Runs of a
+/// line or a few (a `Runs` problem's 64-byte rows) otherwise take ordinary
+/// stores, each line read for ownership before it is written.
+///
+/// # Safety
+/// Every run readable and writable for `64 * lines` bytes, destinations 64-byte aligned.
+pub(crate) unsafe fn stream_line_runs(
+    src: *const u8,
+    dst: *mut u8,
+    n: usize,
+    src_step: usize,
+    dst_step: usize,
+    lines: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu_features().avx2 {
+        return stream_line_runs_avx(src, dst, n, src_step, dst_step, lines);
+    }
+    for t in 0..n {
+        stream_bytes(src.add(t * src_step), dst.add(t * dst_step), 64 * lines);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_line_runs_avx(src: *const u8, dst: *mut u8, n: usize, src_step: usize, dst_step: usize, lines: usize) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    for t in 0..n {
+        let (s, d) = (
+            src.add(t * src_step) as *const __m256i,
+            dst.add(t * dst_step) as *mut __m256i,
+        );
+        for q in (0..2 * lines).step_by(2) {
+            let (lo, hi) = (_mm256_loadu_si256(s.add(q)), _mm256_loadu_si256(s.add(q + 1)));
+            _mm256_stream_si256(d.add(q), lo);
+            _mm256_stream_si256(d.add(q + 1), hi);
+        }
+    }
+}
+
 /// Orders earlier streaming stores before later stores (x86-64 `sfence`).
 #[inline]
 pub fn stream_fence() {

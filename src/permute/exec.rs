@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::copy::{
-    copy_bytes, copy_runs_fn, copy_small, gather_pieces, stream_bytes, stream_fence, stream_gathered,
+    copy_bytes, copy_runs_fn, copy_small, gather_pieces, stream_bytes, stream_fence, stream_gathered, stream_line_runs,
     stream_lines_carried, LineCarry,
 };
 use super::kernels::{self, KernelFamily};
@@ -80,22 +80,44 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             dst_group,
             tile_a,
             tile_b,
-        } => transpose::<E>(
-            &dims,
-            es,
-            src_group,
-            dst_group,
-            *tile_a,
-            *tile_b,
-            plan.kernel,
-            plan.block_order,
-            plan.non_temporal,
-            plan.staged_tiles(),
-            p,
-            plan.src_len * es,
-            plan.threads,
-        ),
+        } => {
+            if run_bands(plan, &dims, p) {
+                return;
+            }
+            let order = match plan.block_order {
+                BlockOrder::Bands => BlockOrder::SrcFastest,
+                o => o,
+            };
+            transpose::<E>(
+                &dims,
+                es,
+                src_group,
+                dst_group,
+                *tile_a,
+                *tile_b,
+                plan.kernel,
+                order,
+                plan.non_temporal,
+                plan.staged_tiles(),
+                p,
+                plan.src_len * es,
+                plan.threads,
+            )
+        }
     }
+}
+
+/// Runs a streamed transpose as line bands where the plan has them (see
+/// [`PermutePlan::banded`]); `false` where it ran nothing.
+unsafe fn run_bands(plan: &PermutePlan, dims: &[Dim], p: Ptrs) -> bool {
+    let es = plan.elem_bytes;
+    let (Some(bands), Some(k)) = (
+        plan.banded(),
+        kernels::tile_kernel(plan.kernel, es, usize::MAX, usize::MAX),
+    ) else {
+        return false;
+    };
+    super::bands::transpose_bands(dims, &bands, es, k, p, plan.src_len * es, plan.threads)
 }
 
 /// Splits `0..items` into at most `threads` contiguous ranges and runs them.
@@ -146,6 +168,20 @@ impl Odometer {
             self.src += self.idx[i] * self.src_strides[i];
             self.dst += self.idx[i] * self.dst_strides[i];
         }
+    }
+
+    /// Positions the counter at `linear`, the position this `at` tracks: one
+    /// step when it follows the last, a seek otherwise, nothing when it is the same.
+    pub(crate) fn go(&mut self, linear: usize, at: &mut usize) {
+        if *at == linear {
+            return;
+        }
+        if *at != usize::MAX && linear == *at + 1 {
+            self.step();
+        } else {
+            self.seek(linear);
+        }
+        *at = linear;
     }
 
     /// Advances by one (row-major), wrapping at the end.
@@ -215,6 +251,9 @@ unsafe fn runs(dims: &[Dim], es: usize, p: Ptrs, threads: usize, nt: bool) {
 /// Copies `n` runs of `run_bytes`, run `t` from `src + t*rs` to `dst + t*rd`.
 #[inline]
 unsafe fn copy_run_row(src: *const u8, dst: *mut u8, n: usize, rs: usize, rd: usize, run_bytes: usize, nt: bool) {
+    if nt && run_bytes % 64 == 0 && (dst as usize) % 64 == 0 && rd % 64 == 0 {
+        return stream_line_runs(src, dst, n, rs, rd, run_bytes / 64);
+    }
     match copy_runs_fn(run_bytes) {
         Some(copy_runs) => copy_runs(src, dst, n, rs, rd),
         None if nt => {
@@ -414,6 +453,16 @@ pub(crate) fn group_offsets(
     }
 }
 
+/// The axes outside a transpose's two groups, and the groups' element counts.
+pub(crate) fn split_groups(dims: &[Dim], src_group: &[usize], dst_group: &[usize]) -> (Vec<Dim>, usize, usize) {
+    let outer = (0..dims.len())
+        .filter(|i| !src_group.contains(i) && !dst_group.contains(i))
+        .map(|i| dims[i])
+        .collect();
+    let count = |g: &[usize]| g.iter().map(|&i| dims[i].extent).product();
+    (outer, count(src_group), count(dst_group))
+}
+
 /// Blocked transposes: a tile covers `tile_a` flattened indices of the
 /// source group (contiguous in the source) by `tile_b` of the destination
 /// group (contiguous in the destination), under an outer loop nest.
@@ -433,12 +482,7 @@ unsafe fn transpose<E: Copy>(
     src_bytes: usize,
     threads: usize,
 ) {
-    let outer: Vec<Dim> = (0..dims.len())
-        .filter(|i| !src_group.contains(i) && !dst_group.contains(i))
-        .map(|i| dims[i])
-        .collect();
-    let count_a: usize = src_group.iter().map(|&g| dims[g].extent).product();
-    let count_b: usize = dst_group.iter().map(|&g| dims[g].extent).product();
+    let (outer, count_a, count_b) = split_groups(dims, src_group, dst_group);
     let kernel = kernels::tile_kernel(family, es, count_a.min(tile_a), count_b.min(tile_b));
     // The square block (arbitrary row tables) that covers the tile's edges, padded.
     let square = kernels::tile_kernel(family, es, usize::MAX, usize::MAX);
@@ -556,16 +600,9 @@ unsafe fn transpose<E: Copy>(
             let inner = item % (blocks_b * blocks_a);
             let (ba, bb) = match order {
                 BlockOrder::DstFastest => (inner / blocks_b, inner % blocks_b),
-                BlockOrder::SrcFastest => (inner % blocks_a, inner / blocks_a),
+                BlockOrder::SrcFastest | BlockOrder::Bands => (inner % blocks_a, inner / blocks_a),
             };
-            if o != cached_outer {
-                if cached_outer != usize::MAX && o == cached_outer + 1 {
-                    od.step();
-                } else {
-                    od.seek(o);
-                }
-                cached_outer = o;
-            }
+            od.go(o, &mut cached_outer);
             let (a0, (b0, tb)) = (ba * tile_a, b_tile(bb));
             let ta = tile_a.min(count_a - a0);
             // A one-axis group has linear offsets: one table for all its
@@ -782,7 +819,7 @@ unsafe fn tile_into_blocked_stage(
 /// One tile: full micro-kernel blocks, then the edges (padded square blocks,
 /// or element by element where the family has no kernel).
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<E: Copy>(
+pub(crate) unsafe fn tile<E: Copy>(
     src: *const u8,
     src_rows: &[usize],
     dst: *mut u8,
@@ -860,7 +897,7 @@ unsafe fn tile<E: Copy>(
 /// Scratch blocks for a tile's edges: each partial block (fewer than the
 /// square kernel's rows or columns, e.g. a 13-byte destination group) runs
 /// through the square kernel with padded rows instead of element by element.
-struct EdgeScratch {
+pub(crate) struct EdgeScratch {
     square: Option<kernels::TileKernel>,
     /// Source block with rows of `na` elements (for blocks short along a).
     inb: Vec<u8>,
@@ -875,7 +912,7 @@ struct EdgeScratch {
 }
 
 impl EdgeScratch {
-    fn new(square: Option<kernels::TileKernel>, es: usize, src_end: usize) -> Self {
+    pub(crate) fn new(square: Option<kernels::TileKernel>, es: usize, src_end: usize) -> Self {
         let (na, nb) = square.map_or((0, 0), |k| (k.na, k.nb));
         EdgeScratch {
             src_end,

@@ -4,6 +4,7 @@
 //! ([`plan`]), [`PermutePlan::execute`] runs it ([`exec`]) with the
 //! micro-kernels of [`kernels`].
 
+mod bands;
 mod copy;
 pub mod exec;
 pub mod kernels;

@@ -54,6 +54,10 @@ pub enum BlockOrder {
     DstFastest,
     /// Consecutive blocks advance along the source's stride-1 group.
     SrcFastest,
+    /// Streamed transposes only: line bands (see `bands.rs`), each pass
+    /// writing one whole line of every destination row straight from the
+    /// micro-kernel; the tile sides do not apply. Elsewhere as `SrcFastest`.
+    Bands,
 }
 
 /// The tunable parameters of a plan (what `vlk tune` searches over).
@@ -256,6 +260,16 @@ impl PermutePlan {
                 strategy = classify(&dims, defaults.tile, defaults.tile_b, defaults.group, elem_bytes);
             }
         }
+        // Streamed transposes whose destination rows are whole lines apart run
+        // as line bands: no stage, one long stream per source row of the band
+        // (1 thread, 2-core EPYC: see BENCHMARKS, "line bands").
+        if std::env::var_os("XNOBANDS").is_none()
+            && non_temporal
+            && matches!(strategy, Strategy::Transpose { .. })
+            && bands_apply(&dims, elem_bytes, kernel)
+        {
+            defaults.block_order = BlockOrder::Bands;
+        }
         let plan = PermutePlan {
             shape: shape.to_vec(),
             perm: perm.to_vec(),
@@ -358,12 +372,31 @@ impl PermutePlan {
     /// its destination rows out whole: with streaming stores, and with ordinary
     /// stores where destination rows alias in the caches ([`dst_rows_alias`]).
     pub fn staged_tiles(&self) -> bool {
+        if self.banded().is_some() {
+            return false;
+        }
         match &self.strategy {
             Strategy::Transpose { src_group, .. } => {
                 self.non_temporal || dst_rows_alias(&self.dims, src_group, self.elem_bytes)
             }
             _ => false,
         }
+    }
+
+    /// The line bands this plan runs as (see `bands.rs`), if it does: a
+    /// streamed transpose with the `Bands` order, a banded form and a kernel
+    /// that fills lines. (A destination that starts part-way into an element
+    /// of its line runs the staged tiles instead.)
+    pub(crate) fn banded(&self) -> Option<super::bands::Bands> {
+        let transpose = matches!(self.strategy, Strategy::Transpose { .. });
+        if !(transpose && self.non_temporal && self.block_order == BlockOrder::Bands) {
+            return None;
+        }
+        let kernel = kernels::tile_kernel(self.kernel, self.elem_bytes, usize::MAX, usize::MAX)?;
+        if !super::bands::kernel_fits(&kernel, self.elem_bytes) {
+            return None;
+        }
+        super::bands::plan_bands(&self.dims, self.elem_bytes)
     }
 
     /// One-line human description (used by the CLI and the tuner).
@@ -385,7 +418,7 @@ impl PermutePlan {
             self.group,
             self.block_order,
             dims.join(" ")
-        )
+        ) + &self.banded().map_or(String::new(), |b| format!(" {}", b.describe()))
     }
 }
 
@@ -446,6 +479,13 @@ pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usi
         non_temporal,
         threads,
     }
+}
+
+/// Whether `dims` has a banded form whose square micro-kernel fills lines.
+pub(crate) fn bands_apply(dims: &[Dim], elem_bytes: usize, kernel: KernelFamily) -> bool {
+    super::bands::bands_preferred(dims, elem_bytes)
+        && kernels::tile_kernel(kernel, elem_bytes, usize::MAX, usize::MAX)
+            .is_some_and(|k| super::bands::kernel_fits(&k, elem_bytes))
 }
 
 /// Destination rows that start inside cache lines are streamed (with carried

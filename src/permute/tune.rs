@@ -114,7 +114,8 @@ pub(crate) fn apply_cached(plan: PermutePlan) -> Result<PermutePlan> {
 }
 
 /// The candidates tried for a plan: square and long tile shapes and block
-/// orders for transposes, streaming stores on/off, and thread counts up to the maximum.
+/// orders for transposes, line bands where the transpose has them, streaming
+/// stores on/off, and thread counts up to the maximum.
 pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
     let base = plan.tuning();
     let max_threads = base.threads.max(1);
@@ -160,6 +161,17 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
         }
     }
     let mut out = Vec::new();
+    // Line bands ignore the tile sides: one candidate per thread count.
+    if transposes && super::bands::plan_bands(plan.dims(), plan.elem_bytes()).is_some() {
+        for &th in &threads {
+            out.push(Tuning {
+                block_order: BlockOrder::Bands,
+                non_temporal: true,
+                threads: th,
+                ..base
+            });
+        }
+    }
     for &th in &threads {
         for &(tile, tile_b, group) in &shapes {
             for &block_order in orders {
