@@ -29,6 +29,20 @@ fn main() {
                 failed = true;
             }
         }
+        match simd_check::streamed_sweep(*f) {
+            Ok((_, 0)) => {
+                eprintln!("FAIL streamed: no case ran as line bands with {}", f.name());
+                failed = true;
+            }
+            Ok((runs, banded)) => println!(
+                "streamed sweep {}: {runs} cases ({banded} as line bands) match the reference",
+                f.name()
+            ),
+            Err(e) => {
+                eprintln!("FAIL streamed: {e}");
+                failed = true;
+            }
+        }
     }
     if families.is_empty() {
         eprintln!("NOTE: no ISA family on this CPU; only the portable path ran");

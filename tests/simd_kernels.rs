@@ -6,7 +6,7 @@
 mod simd_check;
 
 use proptest::prelude::*;
-use simd_check::{check_all_kernels, check_permute, isa_families, permute_sweep, report_missing};
+use simd_check::{check_all_kernels, check_permute, isa_families, permute_sweep, report_missing, streamed_sweep};
 use vlkernels::permute::kernels::{generated_tables, tile_kernel, KernelFamily};
 
 #[test]
@@ -24,6 +24,15 @@ fn permutations_with_each_forced_family() {
     for f in isa_families() {
         let runs = permute_sweep(f).unwrap();
         assert!(runs > 100);
+    }
+}
+
+#[test]
+fn streamed_permutations_with_each_forced_family() {
+    // Line bands and line-by-line runs with each ISA family's kernels.
+    for f in isa_families() {
+        let (runs, banded) = streamed_sweep(f).unwrap();
+        assert!(runs == 25 && banded > 0, "{}: {runs} runs, {banded} as bands", f.name());
     }
 }
 

@@ -5,7 +5,7 @@
 
 use vlkernels::permute::kernels::{available, generated_tables, KernelFamily};
 use vlkernels::permute::simd::GenKernel;
-use vlkernels::{PermuteOptions, PermutePlan};
+use vlkernels::{NonTemporal, PermuteOptions, PermutePlan};
 
 /// The ISA families this CPU runs.
 pub fn isa_families() -> Vec<KernelFamily> {
@@ -139,6 +139,33 @@ pub fn check_all_kernels() -> Result<usize, String> {
     Ok(runs)
 }
 
+/// Streamed cases: line bands of one line, 512 bytes and whole rows, a
+/// two-axis destination group, and runs of whole lines, every element size.
+/// Returns the runs and how many of them ran as bands.
+pub fn streamed_sweep(family: KernelFamily) -> Result<(usize, usize), String> {
+    let cases: [(&[usize], &[usize]); 5] = [
+        (&[208, 333], &[1, 0]),
+        (&[128, 75], &[1, 0]),
+        (&[20, 96, 90], &[0, 2, 1]),
+        (&[3, 8, 4, 64, 72], &[2, 0, 4, 1, 3]),
+        (&[6, 5, 7, 32], &[2, 1, 0, 3]),
+    ];
+    let (mut runs, mut banded) = (0, 0);
+    for (k, (shape, perm)) in cases.iter().enumerate() {
+        for es in [1usize, 2, 4, 8, 16] {
+            check_permute_stores(family, shape, perm, es, 900 + k as u64 * 5 + es as u64, NonTemporal::On)?;
+            let opts = PermuteOptions::default()
+                .with_threads(1)
+                .with_kernel(family)
+                .with_non_temporal(NonTemporal::On);
+            let plan = PermutePlan::new(shape, perm, es, &opts).map_err(|e| e.to_string())?;
+            banded += usize::from(plan.describe().contains("bands("));
+            runs += 1;
+        }
+    }
+    Ok((runs, banded))
+}
+
 /// Reference permutation (row-major source).
 pub fn reference(src: &[u8], shape: &[usize], perm: &[usize], es: usize) -> Vec<u8> {
     let rank = shape.len();
@@ -172,9 +199,25 @@ pub fn check_permute(
     es: usize,
     seed: u64,
 ) -> Result<(), String> {
+    check_permute_stores(family, shape, perm, es, seed, NonTemporal::Auto)
+}
+
+/// [`check_permute`] with the store choice given (streaming stores turn on the
+/// line bands and line-by-line runs at sizes that fit a test).
+pub fn check_permute_stores(
+    family: KernelFamily,
+    shape: &[usize],
+    perm: &[usize],
+    es: usize,
+    seed: u64,
+    stores: NonTemporal,
+) -> Result<(), String> {
     let n: usize = shape.iter().product();
     let src = random_bytes(n * es, seed);
-    let opts = PermuteOptions::default().with_threads(1).with_kernel(family);
+    let opts = PermuteOptions::default()
+        .with_threads(1)
+        .with_kernel(family)
+        .with_non_temporal(stores);
     let plan = PermutePlan::new(shape, perm, es, &opts).map_err(|e| e.to_string())?;
     let mut dst = vec![0xA5u8; n * es];
     plan.execute_bytes(&src, &mut dst).map_err(|e| e.to_string())?;
