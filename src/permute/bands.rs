@@ -16,7 +16,7 @@
 //! The rows before that and a short last band are strips written in place.
 
 use super::exec::{group_offsets, parallel, split_groups, tile, EdgeScratch, Odometer, Ptrs};
-use super::kernels::TileKernel;
+use super::kernels::{self, KernelFamily, TileKernel};
 use super::plan::Dim;
 
 /// Source bytes per row that one work item reads: the band's streams run
@@ -63,7 +63,7 @@ fn line(es: usize) -> usize {
 /// destination rows a whole number of lines apart.
 pub(crate) fn plan_bands(dims: &[Dim], es: usize) -> Option<Bands> {
     let last = dims.len().checked_sub(1)?;
-    if dims[last].src_stride == 1 || es > 64 {
+    if dims[last].src_stride == 1 {
         return None;
     }
     let k = dims.iter().position(|d| d.src_stride == 1)?;
@@ -153,9 +153,11 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
-/// Whether `kernel` can fill a line of a destination row in whole calls.
-pub(crate) fn kernel_fits(kernel: &TileKernel, es: usize) -> bool {
-    !kernel.src_contiguous && !kernel.dst_contiguous && line(es) % kernel.nb == 0 && 64 % es == 0
+/// The family's square micro-kernel for `es`-byte elements, if it fills a
+/// line of a destination row in whole calls.
+pub(crate) fn band_kernel(family: KernelFamily, es: usize) -> Option<TileKernel> {
+    kernels::tile_kernel(family, es, usize::MAX, usize::MAX)
+        .filter(|k| !k.src_contiguous && !k.dst_contiguous && line(es) % k.nb == 0)
 }
 
 /// Runs a banded transpose. Returns `false` (having done nothing) where the
@@ -163,7 +165,7 @@ pub(crate) fn kernel_fits(kernel: &TileKernel, es: usize) -> bool {
 ///
 /// # Safety
 /// As [`super::exec::run`]: `p.src()` readable for `src_bytes`, `p.dst()`
-/// writable for the whole output, no overlap; `kernel_fits(kernel, es)`.
+/// writable for the whole output, no overlap; `kernel` from [`band_kernel`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn transpose_bands(
     dims: &[Dim],
@@ -231,18 +233,18 @@ pub(crate) unsafe fn transpose_bands(
             }
             if j != cached_band {
                 group_offsets(dims, dst_group, es, b0, nb, true, &mut src_rows);
-                let next = (b0 + nb).min(count_b);
-                group_offsets(
-                    dims,
-                    dst_group,
-                    es,
-                    next,
-                    height.min(count_b - next),
-                    true,
-                    &mut next_rows,
-                );
-                if !bands.prefetch {
-                    next_rows.clear();
+                // Without prefetching the table stays empty.
+                if bands.prefetch {
+                    let next = (b0 + nb).min(count_b);
+                    group_offsets(
+                        dims,
+                        dst_group,
+                        es,
+                        next,
+                        height.min(count_b - next),
+                        true,
+                        &mut next_rows,
+                    );
                 }
                 cached_band = j;
             }

@@ -284,48 +284,15 @@ pub(crate) unsafe fn stream_lines_carried(
 }
 
 /// Streams `lines` whole lines from row `i` of `from` (rows `pitch` bytes
-/// apart, 64-byte aligned) to `dst + rows[i]` (64-byte aligned): each line
-/// by two back-to-back 32-byte streaming stores, completing it in one
-/// write-combining buffer (the bands of `bands.rs`).
+/// apart) to `dst + rows[i]` (64-byte aligned): the rows of a band's scratch
+/// block (`bands.rs`).
 ///
 /// # Safety
 /// `from` readable for `rows.len()` rows of `lines` lines; every
 /// `dst + rows[i]` aligned and writable for `lines` whole lines.
 #[inline]
 pub(crate) unsafe fn stream_lines_to(from: *const u8, pitch: usize, lines: usize, dst: *mut u8, rows: &[usize]) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu_features().avx2 {
-        return stream_lines_to_avx(from, pitch, lines, dst, rows);
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__m128i, _mm_load_si128, _mm_stream_si128};
-        for (i, &r) in rows.iter().enumerate() {
-            let (s, d) = (from.add(i * pitch) as *const __m128i, dst.add(r) as *mut __m128i);
-            // SSE2 is part of the x86-64 baseline.
-            for q in 0..4 * lines {
-                _mm_stream_si128(d.add(q), _mm_load_si128(s.add(q)));
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for (i, &r) in rows.iter().enumerate() {
-        std::ptr::copy_nonoverlapping(from.add(i * pitch), dst.add(r), 64 * lines);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn stream_lines_to_avx(from: *const u8, pitch: usize, lines: usize, dst: *mut u8, rows: &[usize]) {
-    use std::arch::x86_64::{__m256i, _mm256_load_si256, _mm256_stream_si256};
-    for (i, &r) in rows.iter().enumerate() {
-        let (s, d) = (from.add(i * pitch) as *const __m256i, dst.add(r) as *mut __m256i);
-        for q in (0..2 * lines).step_by(2) {
-            let (lo, hi) = (_mm256_load_si256(s.add(q)), _mm256_load_si256(s.add(q + 1)));
-            _mm256_stream_si256(d.add(q), lo);
-            _mm256_stream_si256(d.add(q + 1), hi);
-        }
-    }
+    stream_whole_lines(rows.len(), lines, |i| (from.add(i * pitch), dst.add(rows[i])));
 }
 
 /// Streams `n` runs of `lines` whole lines, run `t` from `src + t * src_step`
@@ -343,24 +310,35 @@ pub(crate) unsafe fn stream_line_runs(
     dst_step: usize,
     lines: usize,
 ) {
+    stream_whole_lines(n, lines, |t| (src.add(t * src_step), dst.add(t * dst_step)));
+}
+
+/// Streams `lines` whole lines from `at(t).0` to the 64-byte-aligned `at(t).1`
+/// for each `t < n`: each line by two back-to-back 32-byte streaming stores,
+/// completing it in one write-combining buffer (16-byte ones without AVX).
+///
+/// # Safety
+/// As the callers: every source readable and every destination aligned and
+/// writable for `lines` lines.
+#[inline(always)]
+unsafe fn stream_whole_lines(n: usize, lines: usize, at: impl Fn(usize) -> (*const u8, *mut u8)) {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu_features().avx2 {
-        return stream_line_runs_avx(src, dst, n, src_step, dst_step, lines);
+        return stream_whole_lines_avx(n, lines, at);
     }
     for t in 0..n {
-        stream_bytes(src.add(t * src_step), dst.add(t * dst_step), 64 * lines);
+        let (s, d) = at(t);
+        stream_bytes(s, d, 64 * lines);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn stream_line_runs_avx(src: *const u8, dst: *mut u8, n: usize, src_step: usize, dst_step: usize, lines: usize) {
+unsafe fn stream_whole_lines_avx(n: usize, lines: usize, at: impl Fn(usize) -> (*const u8, *mut u8)) {
     use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
     for t in 0..n {
-        let (s, d) = (
-            src.add(t * src_step) as *const __m256i,
-            dst.add(t * dst_step) as *mut __m256i,
-        );
+        let (s, d) = at(t);
+        let (s, d) = (s as *const __m256i, d as *mut __m256i);
         for q in (0..2 * lines).step_by(2) {
             let (lo, hi) = (_mm256_loadu_si256(s.add(q)), _mm256_loadu_si256(s.add(q + 1)));
             _mm256_stream_si256(d.add(q), lo);

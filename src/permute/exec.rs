@@ -111,10 +111,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
 /// [`PermutePlan::banded`]); `false` where it ran nothing.
 unsafe fn run_bands(plan: &PermutePlan, dims: &[Dim], p: Ptrs) -> bool {
     let es = plan.elem_bytes;
-    let (Some(bands), Some(k)) = (
-        plan.banded(),
-        kernels::tile_kernel(plan.kernel, es, usize::MAX, usize::MAX),
-    ) else {
+    let Some((bands, k)) = plan.banded() else {
         return false;
     };
     super::bands::transpose_bands(dims, &bands, es, k, p, plan.src_len * es, plan.threads)

@@ -263,11 +263,7 @@ impl PermutePlan {
         // Streamed transposes whose destination rows are whole lines apart run
         // as line bands: no stage, one long stream per source row of the band
         // (1 thread, 2-core EPYC: see BENCHMARKS, "line bands").
-        if std::env::var_os("XNOBANDS").is_none()
-            && non_temporal
-            && matches!(strategy, Strategy::Transpose { .. })
-            && bands_apply(&dims, elem_bytes, kernel)
-        {
+        if non_temporal && matches!(strategy, Strategy::Transpose { .. }) && bands_apply(&dims, elem_bytes, kernel) {
             defaults.block_order = BlockOrder::Bands;
         }
         let plan = PermutePlan {
@@ -387,16 +383,14 @@ impl PermutePlan {
     /// streamed transpose with the `Bands` order, a banded form and a kernel
     /// that fills lines. (A destination that starts part-way into an element
     /// of its line runs the staged tiles instead.)
-    pub(crate) fn banded(&self) -> Option<super::bands::Bands> {
+    /// Returns the bands with the kernel that fills them.
+    pub(crate) fn banded(&self) -> Option<(super::bands::Bands, kernels::TileKernel)> {
         let transpose = matches!(self.strategy, Strategy::Transpose { .. });
         if !(transpose && self.non_temporal && self.block_order == BlockOrder::Bands) {
             return None;
         }
-        let kernel = kernels::tile_kernel(self.kernel, self.elem_bytes, usize::MAX, usize::MAX)?;
-        if !super::bands::kernel_fits(&kernel, self.elem_bytes) {
-            return None;
-        }
-        super::bands::plan_bands(&self.dims, self.elem_bytes)
+        let kernel = super::bands::band_kernel(self.kernel, self.elem_bytes)?;
+        Some((super::bands::plan_bands(&self.dims, self.elem_bytes)?, kernel))
     }
 
     /// One-line human description (used by the CLI and the tuner).
@@ -418,7 +412,9 @@ impl PermutePlan {
             self.group,
             self.block_order,
             dims.join(" ")
-        ) + &self.banded().map_or(String::new(), |b| format!(" {}", b.describe()))
+        ) + &self
+            .banded()
+            .map_or(String::new(), |(b, _)| format!(" {}", b.describe()))
     }
 }
 
@@ -483,9 +479,7 @@ pub(crate) fn default_tuning(elem_bytes: usize, non_temporal: bool, threads: usi
 
 /// Whether `dims` has a banded form whose square micro-kernel fills lines.
 pub(crate) fn bands_apply(dims: &[Dim], elem_bytes: usize, kernel: KernelFamily) -> bool {
-    super::bands::bands_preferred(dims, elem_bytes)
-        && kernels::tile_kernel(kernel, elem_bytes, usize::MAX, usize::MAX)
-            .is_some_and(|k| super::bands::kernel_fits(&k, elem_bytes))
+    super::bands::bands_preferred(dims, elem_bytes) && super::bands::band_kernel(kernel, elem_bytes).is_some()
 }
 
 /// Destination rows that start inside cache lines are streamed (with carried

@@ -153,13 +153,8 @@ pub fn streamed_sweep(family: KernelFamily) -> Result<(usize, usize), String> {
     let (mut runs, mut banded) = (0, 0);
     for (k, (shape, perm)) in cases.iter().enumerate() {
         for es in [1usize, 2, 4, 8, 16] {
-            check_permute_stores(family, shape, perm, es, 900 + k as u64 * 5 + es as u64, NonTemporal::On)?;
-            let opts = PermuteOptions::default()
-                .with_threads(1)
-                .with_kernel(family)
-                .with_non_temporal(NonTemporal::On);
-            let plan = PermutePlan::new(shape, perm, es, &opts).map_err(|e| e.to_string())?;
-            banded += usize::from(plan.describe().contains("bands("));
+            let plan = check_permute_stores(family, shape, perm, es, 900 + k as u64 * 5 + es as u64, NonTemporal::On)?;
+            banded += usize::from(plan.contains("bands("));
             runs += 1;
         }
     }
@@ -199,11 +194,12 @@ pub fn check_permute(
     es: usize,
     seed: u64,
 ) -> Result<(), String> {
-    check_permute_stores(family, shape, perm, es, seed, NonTemporal::Auto)
+    check_permute_stores(family, shape, perm, es, seed, NonTemporal::Auto).map(|_| ())
 }
 
 /// [`check_permute`] with the store choice given (streaming stores turn on the
-/// line bands and line-by-line runs at sizes that fit a test).
+/// line bands and line-by-line runs at sizes that fit a test); returns the
+/// plan's description.
 pub fn check_permute_stores(
     family: KernelFamily,
     shape: &[usize],
@@ -211,7 +207,7 @@ pub fn check_permute_stores(
     es: usize,
     seed: u64,
     stores: NonTemporal,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let n: usize = shape.iter().product();
     let src = random_bytes(n * es, seed);
     let opts = PermuteOptions::default()
@@ -228,7 +224,7 @@ pub fn check_permute_stores(
             plan.describe()
         ));
     }
-    Ok(())
+    Ok(plan.describe())
 }
 
 /// Sweep: tile edges of 2-D transposes, 2/3/4-channel HWC↔CHW, odd 3-D/4-D shapes.
