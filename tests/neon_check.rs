@@ -30,12 +30,15 @@ fn main() {
             }
         }
         match simd_check::streamed_sweep(*f) {
-            Ok((_, 0)) => {
-                eprintln!("FAIL streamed: no case ran as line bands with {}", f.name());
+            Ok((_, 0, _)) | Ok((_, _, 0)) => {
+                eprintln!(
+                    "FAIL streamed: no case ran as line bands, or none walked across, with {}",
+                    f.name()
+                );
                 failed = true;
             }
-            Ok((runs, banded)) => println!(
-                "streamed sweep {}: {runs} cases ({banded} as line bands) match the reference",
+            Ok((runs, banded, across)) => println!(
+                "streamed sweep {}: {runs} cases ({banded} as line bands, {across} walked across) match the reference",
                 f.name()
             ),
             Err(e) => {

@@ -4,7 +4,7 @@ mod common;
 
 use common::{c_strides, random_bytes, reference_permute, POISON};
 use proptest::prelude::*;
-use vlkernels::{permute, permute_strided, Error, KernelFamily, NonTemporal, PermuteOptions, PermutePlan};
+use vlkernels::{permute, permute_strided, BlockOrder, Error, KernelFamily, NonTemporal, PermuteOptions, PermutePlan};
 
 /// Element of `N` bytes, compared bytewise.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -390,7 +390,7 @@ fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
             let mut plan = PermutePlan::new(shape, perm, *es, &opts).unwrap();
             // Streamed transposes with a banded form default to line bands
             // (tested in `line_bands_match_the_reference`); this test asks for tiles.
-            if plan.tuning().block_order == vlkernels::BlockOrder::Bands {
+            if plan.tuning().block_order.banded() {
                 let mut t = plan.tuning();
                 t.block_order = vlkernels::BlockOrder::SrcFastest;
                 plan = plan.with_tuning(&t).unwrap();
@@ -426,22 +426,35 @@ fn line_bands_match_the_reference() {
     // groups that end inside a kernel block, a destination at an odd byte (the
     // staged tiles take over), 1-3 threads, every kernel family here, poisoned
     // output against the reference.
-    /// Shape, permutation, element size, and the band's lines per row and prefetch.
-    type BandCase<'a> = (&'a [usize], &'a [usize], usize, usize, bool);
-    let cases: [BandCase; 11] = [
-        (&[208, 333], &[1, 0], 4, 1, true),
-        (&[384, 300], &[1, 0], 4, 8, true),
-        (&[20, 96, 90], &[0, 2, 1], 4, 6, true),            // whole 384-byte rows
-        (&[3, 8, 4, 40, 72], &[2, 0, 4, 1, 3], 4, 1, true), // two-axis destination group
-        (&[6, 8, 4, 8, 144], &[2, 0, 4, 1, 3], 2, 2, true),
-        (&[16, 6, 8, 3, 50], &[4, 3, 2, 1, 0], 4, 8, false), // four-axis source group
-        (&[256, 1000], &[1, 0], 1, 1, true),
-        (&[1024, 600], &[1, 0], 1, 2, true),
-        (&[64, 333], &[1, 0], 8, 8, true),
-        (&[48, 101], &[1, 0], 16, 1, true),
-        (&[96, 517], &[1, 0], 2, 1, true),
+    /// Shape, permutation, element size, and the band's lines per row, prefetch
+    /// and walk (across: every band of a chunk before the next chunk).
+    type BandCase<'a> = (&'a [usize], &'a [usize], usize, usize, bool, bool);
+    let cases: [BandCase; 18] = [
+        (&[208, 333], &[1, 0], 4, 1, true, false),
+        (&[384, 300], &[1, 0], 4, 8, true, false),
+        (&[20, 96, 90], &[0, 2, 1], 4, 6, true, false), // whole 384-byte rows
+        (&[3, 8, 4, 40, 72], &[2, 0, 4, 1, 3], 4, 1, true, false), // two-axis destination group
+        (&[6, 8, 4, 8, 144], &[2, 0, 4, 1, 3], 2, 2, true, false),
+        (&[16, 6, 8, 3, 50], &[4, 3, 2, 1, 0], 4, 8, false, false), // four-axis source group
+        (&[256, 1000], &[1, 0], 1, 1, true, false),
+        (&[1024, 600], &[1, 0], 1, 2, true, false),
+        (&[64, 333], &[1, 0], 8, 8, true, false),
+        (&[48, 101], &[1, 0], 16, 1, true, false),
+        (&[96, 517], &[1, 0], 2, 1, true, false),
+        // Source rows of one chunk stay along, whatever their destination.
+        (&[384, 5, 130], &[2, 1, 0], 4, 8, true, false),
+        // Walked across: rows of at least 1536 bytes that the source's stride-1
+        // axis does not walk in order, from source rows longer than a chunk
+        // walked along (the last chunk ending inside a kernel block), and
+        // 384-byte rows no two of which share a chunk walked along.
+        (&[384, 3, 1402], &[2, 1, 0], 4, 8, false, true),
+        (&[96, 3, 180, 24], &[3, 2, 1, 0], 4, 8, false, true),
+        (&[800, 2, 4200], &[2, 1, 0], 2, 1, false, true),
+        (&[1536, 2, 8200], &[2, 1, 0], 1, 2, false, true),
+        (&[200, 3, 700], &[2, 1, 0], 8, 1, false, true),
+        (&[100, 3, 350], &[2, 1, 0], 16, 1, false, true),
     ];
-    for (i, &(shape, perm, es, lines, prefetch)) in cases.iter().enumerate() {
+    for (i, &(shape, perm, es, lines, prefetch, across)) in cases.iter().enumerate() {
         let len = shape.iter().product::<usize>() * es;
         let src = random_bytes(len, 700 + i as u64);
         let expect = reference_bytes(&src, shape, perm, es);
@@ -456,7 +469,7 @@ fn line_bands_match_the_reference() {
                 let plan = PermutePlan::new(shape, perm, es, &opts).unwrap();
                 let described = plan.describe();
                 if kernel == KernelFamily::Auto {
-                    let want = format!("lines={lines} prefetch={prefetch})");
+                    let want = format!("lines={lines} prefetch={prefetch} across={across})");
                     assert!(
                         described.contains(&want),
                         "{shape:?} {perm:?} es {es}: want {want}: {described}"
@@ -477,6 +490,26 @@ fn line_bands_match_the_reference() {
                     );
                 }
             }
+        }
+    }
+    // Either walk asked for through the tuning, against the planner's choice.
+    for (i, &(shape, perm, es, ..)) in [cases[1], cases[11], cases[12], cases[14]].iter().enumerate() {
+        let len = shape.iter().product::<usize>() * es;
+        let src = random_bytes(len, 800 + i as u64);
+        let expect = reference_bytes(&src, shape, perm, es);
+        let opts = PermuteOptions::default()
+            .with_threads(2)
+            .with_non_temporal(NonTemporal::On);
+        let plan = PermutePlan::new(shape, perm, es, &opts).unwrap();
+        for (walk, across) in [(BlockOrder::BandsAlong, false), (BlockOrder::BandsAcross, true)] {
+            let mut t = plan.tuning();
+            t.block_order = walk;
+            let forced = plan.with_tuning(&t).unwrap();
+            let described = forced.describe();
+            assert!(described.contains(&format!("across={across})")), "{described}");
+            let mut dst = vec![POISON; len];
+            forced.execute_bytes(&src, &mut dst).unwrap();
+            assert!(dst == expect, "{shape:?} {perm:?} es {es} {walk:?}: {described}");
         }
     }
     // The default plan prefers bands except for rows a whole number of pages apart.

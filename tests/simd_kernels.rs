@@ -29,10 +29,14 @@ fn permutations_with_each_forced_family() {
 
 #[test]
 fn streamed_permutations_with_each_forced_family() {
-    // Line bands and line-by-line runs with each ISA family's kernels.
+    // Line bands (both walks) and line-by-line runs with each ISA family's kernels.
     for f in isa_families() {
-        let (runs, banded) = streamed_sweep(f).unwrap();
-        assert!(runs == 25 && banded > 0, "{}: {runs} runs, {banded} as bands", f.name());
+        let (runs, banded, across) = streamed_sweep(f).unwrap();
+        assert!(
+            runs == 30 && banded > 0 && across > 0,
+            "{}: {runs} runs, {banded} as bands, {across} walked across",
+            f.name()
+        );
     }
 }
 

@@ -14,13 +14,18 @@
 //! line (every axis outside the destination group a whole number of lines
 //! apart); the first band then ends where the rows' second lines start.
 //! The rows before that and a short last band are strips written in place.
+//!
+//! The bands are walked along (each band over the whole source group, in
+//! 16 KiB chunks of its rows) or across (every band of a 2 KiB chunk before
+//! the next chunk, so each destination row is finished within a short time);
+//! [`walk_across`] picks, and `vlk tune` tries both.
 
 use super::exec::{group_offsets, parallel, split_groups, tile, EdgeScratch, Odometer, Ptrs};
 use super::kernels::{self, KernelFamily, TileKernel};
-use super::plan::Dim;
+use super::plan::{BlockOrder, Dim};
 
-/// Source bytes per row that one work item reads: the band's streams run
-/// this long before the walk moves to the next band or chunk.
+/// Source bytes per row that one work item reads when the bands are walked
+/// along: the band's streams run this long before the walk moves on.
 const CHUNK_BYTES: usize = 16 << 10;
 
 /// Source groups shorter than this many bytes stay with the tiled path: their
@@ -41,14 +46,17 @@ pub(crate) struct Bands {
     pub lines: usize,
     /// Whether each band prefetches the next band's source rows.
     pub prefetch: bool,
+    /// Whether the walk finishes every band of a chunk before the next chunk
+    /// (see [`walk_across`]).
+    pub across: bool,
 }
 
 impl Bands {
     /// One-line description for `PermutePlan::describe`.
     pub fn describe(&self) -> String {
         format!(
-            "bands(src_group={:?} dst_group={:?} chunk={} lines={} prefetch={})",
-            self.src_group, self.dst_group, self.chunk, self.lines, self.prefetch
+            "bands(src_group={:?} dst_group={:?} chunk={} lines={} prefetch={} across={})",
+            self.src_group, self.dst_group, self.chunk, self.lines, self.prefetch, self.across
         )
     }
 }
@@ -61,7 +69,10 @@ fn line(es: usize) -> usize {
 /// The banded form of a transpose, if it has one: a source group of at least
 /// [`MIN_SOURCE_ROW_BYTES`], a destination group of at least one line, and
 /// destination rows a whole number of lines apart.
-pub(crate) fn plan_bands(dims: &[Dim], es: usize) -> Option<Bands> {
+///
+/// `walk` picks how the bands are walked: `BandsAlong`, `BandsAcross`, or
+/// (any other order) the planner's choice, [`walk_across`].
+pub(crate) fn plan_bands(dims: &[Dim], es: usize, walk: BlockOrder) -> Option<Bands> {
     let last = dims.len().checked_sub(1)?;
     if dims[last].src_stride == 1 {
         return None;
@@ -87,8 +98,13 @@ pub(crate) fn plan_bands(dims: &[Dim], es: usize) -> Option<Bands> {
     if prod_a * es < MIN_SOURCE_ROW_BYTES || count_b < line(es) || !rows_whole_lines {
         return None;
     }
-    // A power of two of at least 1024 elements: whole square kernels (na ≤ 16).
-    let chunk = CHUNK_BYTES / es;
+    let across = match walk {
+        BlockOrder::BandsAlong => false,
+        BlockOrder::BandsAcross => true,
+        _ => walk_across(dims, &src_group, count_b, es),
+    };
+    // A power of two of at least 128 elements: whole square kernels (na ≤ 16).
+    let chunk = if across { ACROSS_CHUNK_BYTES } else { CHUNK_BYTES } / es;
     let step_a = es * dims[src_group[0]].dst_stride;
     let lines = lines_per_band(step_a, prod_a.min(chunk), count_b, es);
     let prefetch = prod_a * es <= PREFETCH_MAX_ROW_BYTES;
@@ -98,7 +114,57 @@ pub(crate) fn plan_bands(dims: &[Dim], es: usize) -> Option<Bands> {
         chunk,
         lines,
         prefetch,
+        across,
     })
+}
+
+/// Whether the bands are walked across (every band of a short chunk before
+/// the next chunk, so that each destination row is written whole within a
+/// short time) rather than along (each band over the whole source group).
+/// Across pays where consecutive source elements land in destination rows
+/// that are not neighbours, the rows are long enough to gain (at least 1536
+/// bytes, or at least 384 bytes when no two rows that one chunk walked along
+/// writes are neighbours) and the source rows are longer than one chunk
+/// walked along (shorter ones are read whole, front to back, along). Measured
+/// (f32, 1 thread, HPTT suite, medians of three alternating runs):
+/// (384,59,2320)→(2,1,0) 0.39 → 0.61 × memcpy, (96,75,75,96)→(3,2,1,0) 0.41 →
+/// 0.60, (608,75,12,96)→(3,2,1,0) 0.46 → 0.65, (112,15,15,15,5,32)→
+/// (5,4,3,2,1,0) 0.36 → 0.62. Losses that the conditions exclude: source rows
+/// of 4.5 KiB ((75,608,12,96)→(3,0,2,1) 0.63 → 0.47), destination rows of 128
+/// bytes (6-D reversal with 112-element source rows 0.46 → 0.35, medians of
+/// 3 runs alternating in one process), rows that the source's stride-1 axis
+/// walks in order (43408 × 1216 f32 0.65 → 0.46, likewise).
+fn walk_across(dims: &[Dim], src_group: &[usize], count_b: usize, es: usize) -> bool {
+    let row_bytes = count_b * es;
+    let src_row_bytes = src_group.iter().map(|&g| dims[g].extent).product::<usize>() * es;
+    if dims[src_group[0]].dst_stride == count_b || row_bytes < ACROSS_MIN_ROW_BYTES || src_row_bytes <= CHUNK_BYTES {
+        return false;
+    }
+    row_bytes >= ACROSS_LONG_ROW_BYTES || isolated_rows(dims, src_group, count_b, CHUNK_BYTES / es)
+}
+
+/// See [`walk_across`].
+const ACROSS_MIN_ROW_BYTES: usize = 384;
+const ACROSS_LONG_ROW_BYTES: usize = 1536;
+
+/// Source bytes per row that one chunk walked across covers.
+const ACROSS_CHUNK_BYTES: usize = 2048;
+
+/// Whether no two destination rows that one chunk of `chunk` source elements
+/// writes are neighbours in the destination: the axis that steps from one row
+/// to the next is not in the source group, or lies beyond the chunk.
+fn isolated_rows(dims: &[Dim], src_group: &[usize], count_b: usize, chunk: usize) -> bool {
+    let mut span = 1;
+    for &i in src_group {
+        if span >= chunk {
+            break;
+        }
+        if dims[i].dst_stride == count_b {
+            return false;
+        }
+        span *= dims[i].extent;
+    }
+    true
 }
 
 /// Whether a default plan should take the banded form: it has one, and its
@@ -106,7 +172,7 @@ pub(crate) fn plan_bands(dims: &[Dim], es: usize) -> Option<Bands> {
 /// the staged tiles measured faster (8192² bf16 0.75 × memcpy staged against
 /// 0.57–0.68 banded, f32 0.50 against 0.30–0.39; 1 thread, alternating).
 pub(crate) fn bands_preferred(dims: &[Dim], es: usize) -> bool {
-    plan_bands(dims, es).is_some_and(|b| (dims[b.src_group[0]].dst_stride * es) % PAGE_STRIDE != 0)
+    plan_bands(dims, es, BlockOrder::Bands).is_some_and(|b| (dims[b.src_group[0]].dst_stride * es) % PAGE_STRIDE != 0)
 }
 
 /// See [`bands_preferred`].
@@ -223,7 +289,11 @@ pub(crate) unsafe fn transpose_bands(
         }
         let (mut cached_chunk, mut cached_band, mut cached_outer) = (usize::MAX, usize::MAX, usize::MAX);
         for item in range {
-            let (o, j, c) = (item / (n_bands * n_chunks), item / n_chunks % n_bands, item % n_chunks);
+            let (o, j, c) = if bands.across {
+                (item / (n_bands * n_chunks), item % n_bands, item / n_bands % n_chunks)
+            } else {
+                (item / (n_bands * n_chunks), item / n_chunks % n_bands, item % n_chunks)
+            };
             od.go(o, &mut cached_outer);
             let (b0, nb) = band_list[j];
             let (a0, na) = (c * chunk, chunk.min(count_a - c * chunk));

@@ -85,7 +85,7 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
                 return;
             }
             let order = match plan.block_order {
-                BlockOrder::Bands => BlockOrder::SrcFastest,
+                o if o.banded() => BlockOrder::SrcFastest,
                 o => o,
             };
             transpose::<E>(
@@ -597,7 +597,7 @@ unsafe fn transpose<E: Copy>(
             let inner = item % (blocks_b * blocks_a);
             let (ba, bb) = match order {
                 BlockOrder::DstFastest => (inner / blocks_b, inner % blocks_b),
-                BlockOrder::SrcFastest | BlockOrder::Bands => (inner % blocks_a, inner / blocks_a),
+                _ => (inner % blocks_a, inner / blocks_a),
             };
             od.go(o, &mut cached_outer);
             let (a0, (b0, tb)) = (ba * tile_a, b_tile(bb));

@@ -57,7 +57,25 @@ pub enum BlockOrder {
     /// Streamed transposes only: line bands (see `bands.rs`), each pass
     /// writing one whole line of every destination row straight from the
     /// micro-kernel; the tile sides do not apply. Elsewhere as `SrcFastest`.
+    /// The planner picks how the bands are walked.
     Bands,
+    /// Line bands, each band walked along the whole source group (16 KiB of
+    /// every source row at a time) before the next band.
+    BandsAlong,
+    /// Line bands walked across: every band of a 2 KiB chunk of the source
+    /// rows before the next chunk, so each destination row is written whole
+    /// within a short time.
+    BandsAcross,
+}
+
+impl BlockOrder {
+    /// Whether this order asks for line bands.
+    pub fn banded(self) -> bool {
+        matches!(
+            self,
+            BlockOrder::Bands | BlockOrder::BandsAlong | BlockOrder::BandsAcross
+        )
+    }
 }
 
 /// The tunable parameters of a plan (what `vlk tune` searches over).
@@ -386,11 +404,12 @@ impl PermutePlan {
     /// Returns the bands with the kernel that fills them.
     pub(crate) fn banded(&self) -> Option<(super::bands::Bands, kernels::TileKernel)> {
         let transpose = matches!(self.strategy, Strategy::Transpose { .. });
-        if !(transpose && self.non_temporal && self.block_order == BlockOrder::Bands) {
+        if !(transpose && self.non_temporal && self.block_order.banded()) {
             return None;
         }
         let kernel = super::bands::band_kernel(self.kernel, self.elem_bytes)?;
-        Some((super::bands::plan_bands(&self.dims, self.elem_bytes)?, kernel))
+        let bands = super::bands::plan_bands(&self.dims, self.elem_bytes, self.block_order)?;
+        Some((bands, kernel))
     }
 
     /// One-line human description (used by the CLI and the tuner).

@@ -161,15 +161,17 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
         }
     }
     let mut out = Vec::new();
-    // Line bands ignore the tile sides: one candidate per thread count.
-    if transposes && super::bands::plan_bands(plan.dims(), plan.elem_bytes()).is_some() {
+    // Line bands ignore the tile sides: each walk once per thread count.
+    if transposes && super::bands::plan_bands(plan.dims(), plan.elem_bytes(), BlockOrder::Bands).is_some() {
         for &th in &threads {
-            out.push(Tuning {
-                block_order: BlockOrder::Bands,
-                non_temporal: true,
-                threads: th,
-                ..base
-            });
+            for block_order in [BlockOrder::BandsAlong, BlockOrder::BandsAcross] {
+                out.push(Tuning {
+                    block_order,
+                    non_temporal: true,
+                    threads: th,
+                    ..base
+                });
+            }
         }
     }
     for &th in &threads {

@@ -140,25 +140,30 @@ pub fn check_all_kernels() -> Result<usize, String> {
 }
 
 /// Streamed cases: line bands of one line, 512 bytes and whole rows, a
-/// two-axis destination group, and runs of whole lines, every element size.
-/// Returns the runs and how many of them ran as bands.
-pub fn streamed_sweep(family: KernelFamily) -> Result<(usize, usize), String> {
-    let cases: [(&[usize], &[usize]); 5] = [
+/// two-axis destination group, bands walked across (4-, 8- and 16-byte
+/// elements: rows of 1600 bytes and more, source rows of 16.4 KiB and more),
+/// and runs of whole lines, every element size.
+/// Returns the runs, how many of them ran as bands and how many of those
+/// walked across.
+pub fn streamed_sweep(family: KernelFamily) -> Result<(usize, usize, usize), String> {
+    let cases: [(&[usize], &[usize]); 6] = [
         (&[208, 333], &[1, 0]),
         (&[128, 75], &[1, 0]),
         (&[20, 96, 90], &[0, 2, 1]),
         (&[3, 8, 4, 64, 72], &[2, 0, 4, 1, 3]),
         (&[6, 5, 7, 32], &[2, 1, 0, 3]),
+        (&[400, 2, 2100], &[2, 1, 0]),
     ];
-    let (mut runs, mut banded) = (0, 0);
+    let (mut runs, mut banded, mut across) = (0, 0, 0);
     for (k, (shape, perm)) in cases.iter().enumerate() {
         for es in [1usize, 2, 4, 8, 16] {
             let plan = check_permute_stores(family, shape, perm, es, 900 + k as u64 * 5 + es as u64, NonTemporal::On)?;
             banded += usize::from(plan.contains("bands("));
+            across += usize::from(plan.contains("across=true"));
             runs += 1;
         }
     }
-    Ok((runs, banded))
+    Ok((runs, banded, across))
 }
 
 /// Reference permutation (row-major source).
