@@ -532,6 +532,37 @@ fn line_bands_match_the_reference() {
 }
 
 #[test]
+fn short_isolated_rows_keep_ordinary_stores() {
+    // A streamed reversal whose 128-byte destination rows lie apart (no two of
+    // them written by one chunk of a band are neighbours) runs tiles walked
+    // along the destination with ordinary stores; asked for streaming stores,
+    // it runs as bands; rows of 512 bytes (16-byte elements) keep the bands.
+    let (shape, perm) = ([32usize, 60, 41, 112], [3usize, 2, 1, 0]);
+    let opts = PermuteOptions::default().with_threads(1);
+    let plan = PermutePlan::new(&shape, &perm, 4, &opts).unwrap();
+    let t = plan.tuning();
+    assert!(
+        !t.non_temporal && t.block_order == BlockOrder::DstFastest,
+        "{}",
+        plan.describe()
+    );
+    let len = shape.iter().product::<usize>() * 4;
+    let src = random_bytes(len, 901);
+    let expect = reference_bytes(&src, &shape, &perm, 4);
+    let mut dst = vec![POISON; len];
+    plan.execute_bytes(&src, &mut dst).unwrap();
+    assert!(dst == expect, "{}", plan.describe());
+    let streamed = PermutePlan::new(&shape, &perm, 4, &opts.clone().with_non_temporal(NonTemporal::On)).unwrap();
+    assert!(streamed.describe().contains("bands("), "{}", streamed.describe());
+    let wide = PermutePlan::new(&[32, 15, 41, 112], &perm, 16, &opts).unwrap();
+    assert!(
+        wide.non_temporal() && wide.describe().contains("bands("),
+        "{}",
+        wide.describe()
+    );
+}
+
+#[test]
 fn whole_line_runs_stream_line_by_line() {
     // Streamed runs of whole lines (16 f32, 32 bf16) into line-aligned rows go
     // out line by line; other destinations fall back to ordinary stores.

@@ -143,6 +143,17 @@ fn walk_across(dims: &[Dim], src_group: &[usize], count_b: usize, es: usize) -> 
     row_bytes >= ACROSS_LONG_ROW_BYTES || isolated_rows(dims, src_group, count_b, CHUNK_BYTES / es)
 }
 
+/// Whether a transpose with a banded form has destination rows shorter than
+/// [`ACROSS_MIN_ROW_BYTES`] no two of which one chunk walked along writes
+/// next to each other: neither walk serves those (the planner gives them
+/// ordinary stores instead, see `PermutePlan::new`).
+pub(crate) fn short_isolated_rows(dims: &[Dim], es: usize) -> bool {
+    plan_bands(dims, es, BlockOrder::BandsAlong).is_some_and(|b| {
+        let count_b: usize = b.dst_group.iter().map(|&g| dims[g].extent).product();
+        count_b * es < ACROSS_MIN_ROW_BYTES && isolated_rows(dims, &b.src_group, count_b, CHUNK_BYTES / es)
+    })
+}
+
 /// See [`walk_across`].
 const ACROSS_MIN_ROW_BYTES: usize = 384;
 const ACROSS_LONG_ROW_BYTES: usize = 1536;

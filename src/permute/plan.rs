@@ -283,6 +283,17 @@ impl PermutePlan {
         // (1 thread, 2-core EPYC: see BENCHMARKS, "line bands").
         if non_temporal && matches!(strategy, Strategy::Transpose { .. }) && bands_apply(&dims, elem_bytes, kernel) {
             defaults.block_order = BlockOrder::Bands;
+            // ... except short destination rows that lie apart (two 6-D reversals
+            // of the HPTT suite): there tiles walked along the destination with
+            // ordinary stores measured faster, the caches gathering each row's
+            // lines ((32,15,15,15,5,112)→(5,4,3,2,1,0), 1 thread: 0.27–0.41 →
+            // 0.48–0.52 × memcpy in four comparisons, `vlk tune` 1.79×;
+            // (32,15,15,15,15,32): 0.36–0.45 → 0.44–0.50, tuner 1.12×).
+            if opts.non_temporal == NonTemporal::Auto && super::bands::short_isolated_rows(&dims, elem_bytes) {
+                non_temporal = false;
+                defaults.non_temporal = false;
+                defaults.block_order = BlockOrder::DstFastest;
+            }
         }
         let plan = PermutePlan {
             shape: shape.to_vec(),
