@@ -101,7 +101,7 @@ pub(crate) fn plan_bands(dims: &[Dim], es: usize, walk: BlockOrder) -> Option<Ba
     let across = match walk {
         BlockOrder::BandsAlong => false,
         BlockOrder::BandsAcross => true,
-        _ => walk_across(dims, &src_group, count_b, es),
+        _ => walk_across(dims, &src_group, prod_a, count_b, es),
     };
     // A power of two of at least 128 elements: whole square kernels (na ≤ 16).
     let chunk = if across { ACROSS_CHUNK_BYTES } else { CHUNK_BYTES } / es;
@@ -134,10 +134,9 @@ pub(crate) fn plan_bands(dims: &[Dim], es: usize, walk: BlockOrder) -> Option<Ba
 /// bytes (6-D reversal with 112-element source rows 0.46 → 0.35, medians of
 /// 3 runs alternating in one process), rows that the source's stride-1 axis
 /// walks in order (43408 × 1216 f32 0.65 → 0.46, likewise).
-fn walk_across(dims: &[Dim], src_group: &[usize], count_b: usize, es: usize) -> bool {
+fn walk_across(dims: &[Dim], src_group: &[usize], count_a: usize, count_b: usize, es: usize) -> bool {
     let row_bytes = count_b * es;
-    let src_row_bytes = src_group.iter().map(|&g| dims[g].extent).product::<usize>() * es;
-    if dims[src_group[0]].dst_stride == count_b || row_bytes < ACROSS_MIN_ROW_BYTES || src_row_bytes <= CHUNK_BYTES {
+    if dims[src_group[0]].dst_stride == count_b || row_bytes < ACROSS_MIN_ROW_BYTES || count_a * es <= CHUNK_BYTES {
         return false;
     }
     row_bytes >= ACROSS_LONG_ROW_BYTES || isolated_rows(dims, src_group, count_b, CHUNK_BYTES / es)

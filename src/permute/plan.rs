@@ -60,7 +60,8 @@ pub enum BlockOrder {
     /// The planner picks how the bands are walked.
     Bands,
     /// Line bands, each band walked along the whole source group (16 KiB of
-    /// every source row at a time) before the next band.
+    /// every source row at a time) before the next band. Like `Bands`, as
+    /// `SrcFastest` where the plan has no banded form.
     BandsAlong,
     /// Line bands walked across: every band of a 2 KiB chunk of the source
     /// rows before the next chunk, so each destination row is written whole
@@ -409,8 +410,8 @@ impl PermutePlan {
     }
 
     /// The line bands this plan runs as (see `bands.rs`), if it does: a
-    /// streamed transpose with the `Bands` order, a banded form and a kernel
-    /// that fills lines. (A destination that starts part-way into an element
+    /// streamed transpose with a banded order (`Bands`, `BandsAlong`,
+    /// `BandsAcross`), a banded form and a kernel that fills lines. (A destination that starts part-way into an element
     /// of its line runs the staged tiles instead.)
     /// Returns the bands with the kernel that fills them.
     pub(crate) fn banded(&self) -> Option<(super::bands::Bands, kernels::TileKernel)> {

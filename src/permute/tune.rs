@@ -161,8 +161,13 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
         }
     }
     let mut out = Vec::new();
-    // Line bands ignore the tile sides: each walk once per thread count.
-    if transposes && super::bands::plan_bands(plan.dims(), plan.elem_bytes(), BlockOrder::Bands).is_some() {
+    // Line bands ignore the tile sides: each walk once per thread count, where
+    // the plan has a banded form and the family a kernel that fills lines
+    // (otherwise they would re-time the `SrcFastest` tiles).
+    let es = plan.elem_bytes();
+    let banded = super::bands::plan_bands(plan.dims(), es, BlockOrder::Bands).is_some()
+        && super::bands::band_kernel(plan.kernel(), es).is_some();
+    if transposes && banded {
         for &th in &threads {
             for block_order in [BlockOrder::BandsAlong, BlockOrder::BandsAcross] {
                 out.push(Tuning {
