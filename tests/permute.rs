@@ -599,6 +599,58 @@ fn whole_line_runs_stream_line_by_line() {
 }
 
 #[test]
+fn streamed_runs_follow_the_source() {
+    // Runs of whole lines streamed into a line-aligned destination are walked along
+    // the source: a few source rows at once (8 for runs up to 256 bytes, 4 for 512,
+    // 1 from 2 KiB), each along its whole chain of axes. Blocks of source rows end
+    // short, chains span two axes or outrun one table of offsets (1024 runs), outer
+    // axes sit between; 1-3 threads; 16 bytes past a line the blocked walk of
+    // ordinary stores takes over. Poisoned output against the reference.
+    let cases: [(&[usize], &[usize], usize); 9] = [
+        (&[37, 11, 16], &[1, 0, 2], 4),            // 64-byte runs, 8 rows, last block of 5
+        (&[13, 1100, 32], &[1, 0, 2], 4),          // chain of 1100 runs: two tables
+        (&[5, 3, 7, 9, 256], &[3, 1, 0, 2, 4], 2), // 512-byte runs, 4 rows of 7, outer axes
+        (&[3, 4, 2048], &[1, 0, 2], 4),            // 8 KiB runs, one row at a time
+        (&[7, 4, 3, 16], &[2, 1, 0, 3], 8),        // chain through two axes
+        (&[11, 6, 5, 16], &[2, 1, 0, 3], 4),
+        (&[9, 10, 32], &[1, 0, 2], 2),
+        (&[5, 7, 4], &[1, 0, 2], 16),
+        (&[20, 9, 192], &[1, 0, 2], 1),
+    ];
+    for (i, &(shape, perm, es)) in cases.iter().enumerate() {
+        let len = shape.iter().product::<usize>() * es;
+        let src = random_bytes(len, 900 + i as u64);
+        let expect = reference_bytes(&src, shape, perm, es);
+        let mut dst = vec![0u8; len + 128];
+        let base = dst.as_ptr().align_offset(64);
+        for threads in [1, 2, 3] {
+            let opts = PermuteOptions::default()
+                .with_threads(threads)
+                .with_non_temporal(NonTemporal::On);
+            let plan = PermutePlan::new(shape, perm, es, &opts).unwrap();
+            assert_eq!(
+                plan.strategy(),
+                &vlkernels::permute::Strategy::Runs,
+                "{}",
+                plan.describe()
+            );
+            for offset in [0, 16] {
+                let at = base + offset;
+                dst.fill(POISON);
+                plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
+                if dst[at..at + len] != expect[..] {
+                    let first = (0..len).find(|&j| dst[at + j] != expect[j]).unwrap();
+                    panic!(
+                        "{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}: first wrong byte {first}"
+                    );
+                }
+                assert!(dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON));
+            }
+        }
+    }
+}
+
+#[test]
 fn aliasing_destination_rows_are_staged_and_copied_whole() {
     // Destination rows a multiple of 1 KiB apart (a page apart, or any multiple
     // while the problem sits in cache) are built in a staging buffer and copied out
