@@ -651,6 +651,54 @@ fn streamed_runs_follow_the_source() {
 }
 
 #[test]
+fn channel_strips_match_the_reference() {
+    // A transpose with 2-4 channels interleaved on one side runs the small-extent
+    // kernels in strips along the pixels: both directions (HWC→CHW splits, CHW→HWC
+    // merges), every element size with such kernels, pixel counts around the kernel
+    // block (1, 31, 32, 33, ...) and past one work item (256 blocks), a batch axis
+    // outside, 1-3 threads, every store choice; poisoned output against the reference.
+    // Families without such kernels (portable) keep tiles.
+    // Shape, permutation, pixels per batch item.
+    let mut cases: Vec<(Vec<usize>, Vec<usize>, usize)> = Vec::new();
+    for ch in [2usize, 3, 4] {
+        for (h, w) in [
+            (1usize, 1usize),
+            (1, 31),
+            (4, 8),
+            (1, 33),
+            (3, 41),
+            (67, 131),
+            (5, 4099),
+        ] {
+            cases.push((vec![h, w, ch], vec![2, 0, 1], h * w));
+            cases.push((vec![ch, h, w], vec![1, 2, 0], h * w));
+        }
+        cases.push((vec![3, 17, 29, ch], vec![0, 3, 1, 2], 17 * 29)); // batch of HWC → CHW
+        cases.push((vec![3, ch, 17, 29], vec![0, 2, 3, 1], 17 * 29));
+    }
+    for (i, (shape, perm, pixels)) in cases.iter().enumerate() {
+        for es in [1usize, 2, 4, 8, 16] {
+            for kernel in families() {
+                let opts = PermuteOptions::default().with_kernel(kernel);
+                let plan = PermutePlan::new(shape, perm, es, &opts).unwrap();
+                let simd = !matches!(kernel, KernelFamily::Scalar | KernelFamily::Portable);
+                // A register block holds at most 64 pixels.
+                let strips = plan.describe().contains(" strips(channels=");
+                if simd && es <= 8 && *pixels >= 64 {
+                    assert!(strips, "{}", plan.describe());
+                } else if !simd {
+                    assert!(!strips, "{}", plan.describe());
+                }
+                for (threads, nt) in [(1, NonTemporal::Auto), (2, NonTemporal::On), (3, NonTemporal::Off)] {
+                    let opts = opts.clone().with_threads(threads).with_non_temporal(nt);
+                    check_case(shape, perm, es, &opts, 1000 + i as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn aliasing_destination_rows_are_staged_and_copied_whole() {
     // Destination rows a multiple of 1 KiB apart (a page apart, or any multiple
     // while the problem sits in cache) are built in a staging buffer and copied out

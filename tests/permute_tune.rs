@@ -47,6 +47,22 @@ fn tuning_cache_round_trips_and_tuned_plans_use_it() {
     // ... and none to a problem without line bands (a run copy).
     let runs = PermutePlan::new(&[64, 48, 32], &[1, 0, 2], 4, &opts()).unwrap();
     assert!(candidates(&runs).iter().all(|t| !t.block_order.banded()));
+    // Channel strips (HWC→CHW) differ only in their thread count.
+    let hwc = PermutePlan::new(&[48, 64, 3], &[2, 0, 1], 1, &opts()).unwrap();
+    if hwc.describe().contains("strips(") {
+        let base = hwc.tuning();
+        let cands = candidates(&hwc);
+        assert!(!cands.is_empty());
+        assert!(cands.iter().all(|t| vlkernels::Tuning {
+            threads: base.threads,
+            ..*t
+        } == base));
+    } else {
+        eprintln!(
+            "channel strips not checked: this CPU's kernels have none ({})",
+            hwc.describe()
+        );
+    }
 
     // Every order survives the file, and a tuned plan takes it.
     for order in [

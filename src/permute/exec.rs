@@ -81,6 +81,9 @@ unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
             tile_a,
             tile_b,
         } => {
+            if let Some(strips) = plan.strips() {
+                return super::strips::run_strips(&strips, es, p, plan.threads);
+            }
             if run_bands(plan, &dims, p) {
                 return;
             }

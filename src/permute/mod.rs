@@ -12,6 +12,7 @@ pub mod options;
 pub mod plan;
 pub mod simd;
 mod staged_runs;
+mod strips;
 pub mod suites;
 pub mod tune;
 

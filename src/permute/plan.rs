@@ -398,7 +398,7 @@ impl PermutePlan {
     /// its destination rows out whole: with streaming stores, and with ordinary
     /// stores where destination rows alias in the caches ([`dst_rows_alias`]).
     pub fn staged_tiles(&self) -> bool {
-        if self.banded().is_some() {
+        if self.banded().is_some() || self.strips().is_some() {
             return false;
         }
         match &self.strategy {
@@ -416,12 +416,23 @@ impl PermutePlan {
     /// Returns the bands with the kernel that fills them.
     pub(crate) fn banded(&self) -> Option<(super::bands::Bands, kernels::TileKernel)> {
         let transpose = matches!(self.strategy, Strategy::Transpose { .. });
-        if !(transpose && self.non_temporal && self.block_order.banded()) {
+        if !(transpose && self.non_temporal && self.block_order.banded()) || self.strips().is_some() {
             return None;
         }
         let kernel = super::bands::band_kernel(self.kernel, self.elem_bytes)?;
         let bands = super::bands::plan_bands(&self.dims, self.elem_bytes, self.block_order)?;
         Some((bands, kernel))
+    }
+
+    /// The strips this transpose runs as (see `strips.rs`), if it does: a few
+    /// channels interleaved on one side, with a small-extent kernel for them.
+    pub(crate) fn strips(&self) -> Option<super::strips::Strips> {
+        match &self.strategy {
+            Strategy::Transpose {
+                src_group, dst_group, ..
+            } => super::strips::plan_strips(&self.dims, src_group, dst_group, self.kernel, self.elem_bytes),
+            _ => None,
+        }
     }
 
     /// One-line human description (used by the CLI and the tuner).
@@ -446,6 +457,7 @@ impl PermutePlan {
         ) + &self
             .banded()
             .map_or(String::new(), |(b, _)| format!(" {}", b.describe()))
+            + &self.strips().map_or(String::new(), |s| format!(" {}", s.describe()))
     }
 }
 

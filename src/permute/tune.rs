@@ -125,6 +125,10 @@ pub fn candidates(plan: &PermutePlan) -> Vec<Tuning> {
         threads.push(t);
         t /= 2;
     }
+    // Channel strips ignore tiles, orders and store choice: only the thread count.
+    if plan.strips().is_some() {
+        return threads.into_iter().map(|threads| Tuning { threads, ..base }).collect();
+    }
     let transposes = matches!(plan.strategy(), Strategy::Transpose { .. });
     let tiles: Vec<usize> = if transposes {
         [8usize, 16, 32, 64, 128]
