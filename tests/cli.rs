@@ -136,5 +136,10 @@ fn bench_memory_prints_every_pattern_on_one_and_two_threads() {
             assert!(table.contains(row), "{threads} thread(s): no row {row:?} in\n{table}");
         }
         assert_eq!(table.contains("read, sequential"), threads == "1", "{table}");
+        assert_eq!(
+            table.contains("copy with ordinary stores, sequential"),
+            threads == "1",
+            "{table}"
+        );
     }
 }

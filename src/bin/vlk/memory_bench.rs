@@ -43,6 +43,11 @@ enum Pattern {
     ReadRows { open: usize, piece: usize },
     /// Streaming stores front to back.
     WriteSequential,
+    /// A front-to-back copy with ordinary stores (4 KiB memcpy calls, below glibc's
+    /// streaming threshold): every destination line is read for ownership before it
+    /// is written. The bound of plans that cannot stream (destination rows that start
+    /// inside lines and are too short to carry).
+    CopyOrdinary,
     /// Streaming stores of `piece`-byte pieces, one per row, down the rows, then the next column.
     WritePieces { piece: usize },
     /// The byte traffic of a staged transpose of the buffer as `elem`-byte elements (f32:
@@ -77,6 +82,7 @@ impl Pattern {
             }
             Pattern::ReadRows { open, piece } => format!("read, {open} rows at once, {piece} B per row visit"),
             Pattern::WriteSequential => "streaming write, sequential".into(),
+            Pattern::CopyOrdinary => "copy with ordinary stores, sequential (4 KiB calls)".into(),
             Pattern::WritePieces { piece } => format!("streaming write, {piece} B pieces down the rows"),
             Pattern::StagedTile { visit, tile_rows, elem } => format!(
                 "transpose traffic, no shuffles: tiles {visit} B × {tile_rows} rows{}",
@@ -93,7 +99,10 @@ impl Pattern {
     /// write alone, 2 for patterns that read the source and write the destination.
     fn sides(self) -> usize {
         match self {
-            Pattern::StagedTile { .. } | Pattern::UnstagedBands { .. } | Pattern::Transpose { .. } => 2,
+            Pattern::CopyOrdinary
+            | Pattern::StagedTile { .. }
+            | Pattern::UnstagedBands { .. }
+            | Pattern::Transpose { .. } => 2,
             _ => 1,
         }
     }
@@ -153,6 +162,7 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         Pattern::WriteSequential,
         Pattern::WritePieces { piece: 256 },
         Pattern::WritePieces { piece: 64 },
+        Pattern::CopyOrdinary,
     ];
     let tile = |visit, tile_rows, elem| Pattern::StagedTile { visit, tile_rows, elem };
     let traffic = [
@@ -255,6 +265,12 @@ fn probe(
         }
         Pattern::WritePieces { piece } => {
             write_pieces(dst, rows, piece);
+            0
+        }
+        Pattern::CopyOrdinary => {
+            for (d, s) in dst.chunks_mut(4096).zip(src.chunks(4096)) {
+                d.copy_from_slice(s);
+            }
             0
         }
         Pattern::StagedTile { visit, tile_rows, elem } => {
