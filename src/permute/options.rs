@@ -8,7 +8,12 @@ pub enum NonTemporal {
     /// Streaming stores when the output is larger than [`NON_TEMPORAL_AUTO_BYTES`].
     #[default]
     Auto,
+    /// Streaming stores wherever a plan's writes can take them; pieces of partial
+    /// lines, and channel strips (whose kernels store 32-byte blocks along a few
+    /// sequential streams), keep ordinary stores.
     On,
+    /// No streaming stores of the engine's own (a plain copy goes through
+    /// `memcpy`, which picks its stores by size).
     Off,
 }
 
