@@ -299,7 +299,7 @@ struct RunBlocks {
 /// Bytes that a streamed walk along the source writes to each destination
 /// place per visit (`ta` consecutive runs). Measured on (2307,64,368) and
 /// 128-byte-run problems (1 thread, 2-core EPYC): 1–3 KiB pieces ran at
-/// 1.2–2x the blocked walk, 12 and 24 KiB pieces fell back towards it; on
+/// 1.4–2.1x the blocked walk, 12 and 24 KiB pieces fell back towards it; on
 /// the HPTT runs cases 1, 2, 4 and 8 KiB measured alike.
 const STREAMED_PIECE_BYTES: usize = 2048;
 
