@@ -1153,6 +1153,17 @@ fn zero_sized_axes_give_empty_output() {
     let plan = PermutePlan::new(&[3, 0, 5], &[2, 1, 0], 4, &PermuteOptions::default()).unwrap();
     assert_eq!(plan.out_shape(), vec![5, 0, 3]);
     assert_eq!(plan.numel(), 0);
+    // Every kernel family, the naive walk included, moves nothing and returns.
+    for kernel in families() {
+        let plan = PermutePlan::new(
+            &[3, 0, 5],
+            &[2, 1, 0],
+            4,
+            &PermuteOptions::default().with_kernel(kernel),
+        )
+        .unwrap();
+        plan.execute::<f32>(&[], &mut []).unwrap();
+    }
 }
 
 #[test]

@@ -54,6 +54,10 @@ pub(crate) unsafe fn run(plan: &PermutePlan, src: *const u8, dst: *mut u8) {
 unsafe fn run_typed<E: Copy>(plan: &PermutePlan, p: Ptrs) {
     let es = plan.elem_bytes;
     let dims: Vec<Dim> = plan.dims.clone();
+    // Nothing to move (a zero extent): the naive walk would divide by it.
+    if plan.numel == 0 {
+        return;
+    }
     if plan.kernel == KernelFamily::Scalar {
         return naive::<E>(&dims, p, plan.threads);
     }
