@@ -59,6 +59,22 @@ fn reference_bytes(src: &[u8], shape: &[usize], perm: &[usize], es: usize) -> Ve
     }
 }
 
+/// Runs `plan` into `dst[at..at + expect.len()]` of a poisoned buffer and checks
+/// the output against `expect` and that nothing outside it was written; a failure
+/// names `what`, the first wrong byte and the plan.
+fn check_into(plan: &PermutePlan, src: &[u8], expect: &[u8], dst: &mut [u8], at: usize, what: &str) {
+    let len = expect.len();
+    dst.fill(POISON);
+    plan.execute_bytes(src, &mut dst[at..at + len]).unwrap();
+    if let Some(first) = (0..len).find(|&j| dst[at + j] != expect[j]) {
+        panic!("{what}: first wrong byte {first}; {}", plan.describe());
+    }
+    assert!(
+        dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON),
+        "{what}: wrote outside the output"
+    );
+}
+
 fn check_case(shape: &[usize], perm: &[usize], es: usize, opts: &PermuteOptions, seed: u64) {
     check_tuned(shape, perm, es, opts, None, seed)
 }
@@ -403,14 +419,8 @@ fn streamed_tiles_of_whole_blocks_go_through_a_block_ordered_stage() {
             assert_eq!(plan.non_temporal(), !ordinary, "{shape:?}: {}", plan.describe());
             assert!(plan.staged_tiles(), "{shape:?}: {}", plan.describe());
             for offset in [0, 16, 8] {
-                dst.fill(POISON);
-                plan.execute_bytes(&src, &mut dst[offset..offset + len]).unwrap();
-                if dst[offset..offset + len] != expect[..] {
-                    let first = (0..len).find(|&j| dst[offset + j] != expect[j]).unwrap();
-                    panic!(
-                        "{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}: first wrong byte {first}"
-                    );
-                }
+                let what = format!("{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}");
+                check_into(&plan, &src, &expect, &mut dst, offset, &what);
             }
         }
     }
@@ -477,17 +487,8 @@ fn line_bands_match_the_reference() {
                     assert!(!plan.staged_tiles(), "{described}");
                 }
                 for offset in [0, 16, 8, 4, 2, 1] {
-                    let at = base + offset;
-                    dst.fill(POISON);
-                    plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
-                    if dst[at..at + len] != expect[..] {
-                        let first = (0..len).find(|&j| dst[at + j] != expect[j]).unwrap();
-                        panic!("{shape:?} {perm:?} es {es} {kernel:?}, {threads} thread(s), offset {offset}: first wrong byte {first}; {described}");
-                    }
-                    assert!(
-                        dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON),
-                        "wrote outside the output"
-                    );
+                    let what = format!("{shape:?} {perm:?} es {es} {kernel:?}, {threads} thread(s), offset {offset}");
+                    check_into(&plan, &src, &expect, &mut dst, base + offset, &what);
                 }
             }
         }
@@ -588,11 +589,14 @@ fn whole_line_runs_stream_line_by_line() {
                 plan.describe()
             );
             for offset in [0, 16, 4] {
-                let at = base + offset;
-                dst.fill(POISON);
-                plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
-                assert!(dst[at..at + len] == expect[..], "{shape:?} {perm:?}, offset {offset}");
-                assert!(dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON));
+                check_into(
+                    &plan,
+                    &src,
+                    &expect,
+                    &mut dst,
+                    base + offset,
+                    &format!("{shape:?} {perm:?}, offset {offset}"),
+                );
             }
         }
     }
@@ -635,16 +639,8 @@ fn streamed_runs_follow_the_source() {
                 plan.describe()
             );
             for offset in [0, 16] {
-                let at = base + offset;
-                dst.fill(POISON);
-                plan.execute_bytes(&src, &mut dst[at..at + len]).unwrap();
-                if dst[at..at + len] != expect[..] {
-                    let first = (0..len).find(|&j| dst[at + j] != expect[j]).unwrap();
-                    panic!(
-                        "{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}: first wrong byte {first}"
-                    );
-                }
-                assert!(dst[..at].iter().chain(&dst[at + len..]).all(|&b| b == POISON));
+                let what = format!("{shape:?} {perm:?} es {es}, {threads} thread(s), offset {offset}");
+                check_into(&plan, &src, &expect, &mut dst, base + offset, &what);
             }
         }
     }
@@ -655,14 +651,15 @@ fn channel_strips_match_the_reference() {
     // A transpose with 2-4 channels interleaved on one side runs the small-extent
     // kernels in strips along the pixels: both directions (HWC→CHW splits, CHW→HWC
     // merges), every element size with such kernels, pixel counts around the kernel
-    // block (1, 31, 32, 33, ...) and past one work item (256 blocks), a batch axis
+    // block (0, 1, 31, 32, 33, ...) and past one work item (256 blocks), a batch axis
     // outside, 1-3 threads, every store choice; poisoned output against the reference.
     // Families without such kernels (portable) keep tiles.
     // Shape, permutation, pixels per batch item.
     let mut cases: Vec<(Vec<usize>, Vec<usize>, usize)> = Vec::new();
     for ch in [2usize, 3, 4] {
         for (h, w) in [
-            (1usize, 1usize),
+            (0usize, 7usize),
+            (1, 1),
             (1, 31),
             (4, 8),
             (1, 33),

@@ -3,7 +3,7 @@
 //! strip, with no tiles, staging or offset tables to rebuild. Each kernel
 //! call moves one register block (e.g. 32 pixels × 3 channels of u8); the
 //! tiled driver spent as long around such a call as in it (HWC→CHW u8 at
-//! 0.66–0.79 × memcpy, where a plain loop of the same kernel runs at 1.0–1.2).
+//! 0.65–0.79 × memcpy, where a plain loop of the same kernel runs at 1.0–1.2).
 
 use super::exec::{parallel, split_groups, Odometer, Ptrs};
 use super::kernels::{self, KernelFamily, TileFn};
@@ -58,16 +58,20 @@ pub(crate) fn plan_strips(
         return None;
     };
     let (da, db) = (dims[a], dims[b]);
-    if da.src_stride != 1 || db.dst_stride != 1 {
+    let (count_a, count_b) = (da.extent, db.extent);
+    // Interleaved source: the source rows are pixels of `count_a` channels.
+    let split_shape = count_a <= MAX_CHANNELS && db.src_stride == count_a;
+    // Interleaved destination: the destination rows are pixels of `count_b` channels.
+    let merge_shape = count_b <= MAX_CHANNELS && da.dst_stride == count_b;
+    // Checked before the kernel lookup: most plans end here (planning and every
+    // execution ask).
+    if da.src_stride != 1 || db.dst_stride != 1 || !(split_shape || merge_shape) {
         return None;
     }
-    let (outer, count_a, count_b) = split_groups(dims, src_group, dst_group);
     let kernel = kernels::tile_kernel(family, es, count_a, count_b)?;
-    // Interleaved source: the source rows are pixels of `count_a` channels, and
-    // the kernel's rows are pixels (back to back, or anywhere) by planes (anywhere).
-    let split = count_a <= MAX_CHANNELS && db.src_stride == count_a && kernel.na == count_a && !kernel.dst_contiguous;
-    // Interleaved destination: the destination rows are pixels of `count_b` channels.
-    let merge = count_b <= MAX_CHANNELS && da.dst_stride == count_b && kernel.nb == count_b && !kernel.src_contiguous;
+    // The kernel's rows are pixels (back to back, or anywhere) by planes (anywhere).
+    let split = split_shape && kernel.na == count_a && !kernel.dst_contiguous;
+    let merge = merge_shape && kernel.nb == count_b && !kernel.src_contiguous;
     let (channels, pixels, plane, block) = if split {
         (count_a, count_b, da.dst_stride * es, kernel.nb)
     } else if merge {
@@ -76,7 +80,7 @@ pub(crate) fn plan_strips(
         return None;
     };
     Some(Strips {
-        outer,
+        outer: split_groups(dims, src_group, dst_group).0,
         channels,
         pixels,
         plane,
@@ -93,13 +97,13 @@ pub(crate) fn plan_strips(
 /// do not overlap.
 pub(crate) unsafe fn run_strips(s: &Strips, es: usize, p: Ptrs, threads: usize) {
     let pixel = s.channels * es;
+    // Kernel row tables: channel planes on one side, the block's pixels on the other.
     let planes: Vec<usize> = (0..s.channels).map(|c| c * s.plane).collect();
-    let pixels: Vec<usize> = (0..s.block).map(|i| i * pixel).collect();
-    // Kernel tables: source rows, then destination rows.
+    let block_pixels: Vec<usize> = (0..s.block).map(|i| i * pixel).collect();
     let (src_rows, dst_rows) = if s.split {
-        (&pixels, &planes)
+        (&block_pixels, &planes)
     } else {
-        (&planes, &pixels)
+        (&planes, &block_pixels)
     };
     // Bytes per pixel on the source and destination sides.
     let (src_px, dst_px) = if s.split { (pixel, es) } else { (es, pixel) };
