@@ -366,6 +366,234 @@ pub unsafe fn transpose_16x16_b16_avx2_strided(src: *const u8, src_stride: usize
     _mm256_storeu_si256(dst.add(7 * dst_stride + 0) as *mut __m256i, v79);
 }
 
+/// Line band of 2 stacked 16x16 blocks of 16-bit elements (32 source rows), streamed to whole destination lines.
+///
+/// # Safety
+/// The CPU must support `avx2`; `src_rows` names `32 * lines` source rows readable for `steps * 32` bytes; `dst_rows` names `steps * 16` destination rows, each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x16_b16_avx2_band(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, rows) = (src.add(t * 32), dst_rows.add(t * 16));
+        for l in 0..lines {
+            let (sr, o) = (src_rows.add(l * 32), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(0) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(1) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(2) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(3) + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s.add(*sr.add(4) + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s.add(*sr.add(5) + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s.add(*sr.add(6) + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s.add(*sr.add(7) + 0) as *const __m256i);
+                let v8 = _mm256_loadu_si256(s.add(*sr.add(8) + 0) as *const __m256i);
+                let v9 = _mm256_loadu_si256(s.add(*sr.add(9) + 0) as *const __m256i);
+                let v10 = _mm256_loadu_si256(s.add(*sr.add(10) + 0) as *const __m256i);
+                let v11 = _mm256_loadu_si256(s.add(*sr.add(11) + 0) as *const __m256i);
+                let v12 = _mm256_loadu_si256(s.add(*sr.add(12) + 0) as *const __m256i);
+                let v13 = _mm256_loadu_si256(s.add(*sr.add(13) + 0) as *const __m256i);
+                let v14 = _mm256_loadu_si256(s.add(*sr.add(14) + 0) as *const __m256i);
+                let v15 = _mm256_loadu_si256(s.add(*sr.add(15) + 0) as *const __m256i);
+                let v16 = _mm256_unpacklo_epi16(v0, v1);
+                let v17 = _mm256_unpackhi_epi16(v0, v1);
+                let v18 = _mm256_unpacklo_epi16(v2, v3);
+                let v19 = _mm256_unpackhi_epi16(v2, v3);
+                let v20 = _mm256_unpacklo_epi16(v4, v5);
+                let v21 = _mm256_unpackhi_epi16(v4, v5);
+                let v22 = _mm256_unpacklo_epi16(v6, v7);
+                let v23 = _mm256_unpackhi_epi16(v6, v7);
+                let v24 = _mm256_unpacklo_epi16(v8, v9);
+                let v25 = _mm256_unpackhi_epi16(v8, v9);
+                let v26 = _mm256_unpacklo_epi16(v10, v11);
+                let v27 = _mm256_unpackhi_epi16(v10, v11);
+                let v28 = _mm256_unpacklo_epi16(v12, v13);
+                let v29 = _mm256_unpackhi_epi16(v12, v13);
+                let v30 = _mm256_unpacklo_epi16(v14, v15);
+                let v31 = _mm256_unpackhi_epi16(v14, v15);
+                let v32 = _mm256_unpacklo_epi32(v16, v18);
+                let v33 = _mm256_unpackhi_epi32(v16, v18);
+                let v34 = _mm256_unpacklo_epi32(v17, v19);
+                let v35 = _mm256_unpackhi_epi32(v17, v19);
+                let v36 = _mm256_unpacklo_epi32(v20, v22);
+                let v37 = _mm256_unpackhi_epi32(v20, v22);
+                let v38 = _mm256_unpacklo_epi32(v21, v23);
+                let v39 = _mm256_unpackhi_epi32(v21, v23);
+                let v40 = _mm256_unpacklo_epi32(v24, v26);
+                let v41 = _mm256_unpackhi_epi32(v24, v26);
+                let v42 = _mm256_unpacklo_epi32(v25, v27);
+                let v43 = _mm256_unpackhi_epi32(v25, v27);
+                let v44 = _mm256_unpacklo_epi32(v28, v30);
+                let v45 = _mm256_unpackhi_epi32(v28, v30);
+                let v46 = _mm256_unpacklo_epi32(v29, v31);
+                let v47 = _mm256_unpackhi_epi32(v29, v31);
+                let v48 = _mm256_unpacklo_epi64(v32, v36);
+                let v49 = _mm256_unpackhi_epi64(v32, v36);
+                let v50 = _mm256_unpacklo_epi64(v34, v38);
+                let v51 = _mm256_unpackhi_epi64(v34, v38);
+                let v52 = _mm256_unpacklo_epi64(v33, v37);
+                let v53 = _mm256_unpackhi_epi64(v33, v37);
+                let v54 = _mm256_unpacklo_epi64(v35, v39);
+                let v55 = _mm256_unpackhi_epi64(v35, v39);
+                let v56 = _mm256_unpacklo_epi64(v40, v44);
+                let v57 = _mm256_unpackhi_epi64(v40, v44);
+                let v58 = _mm256_unpacklo_epi64(v42, v46);
+                let v59 = _mm256_unpackhi_epi64(v42, v46);
+                let v60 = _mm256_unpacklo_epi64(v41, v45);
+                let v61 = _mm256_unpackhi_epi64(v41, v45);
+                let v62 = _mm256_unpacklo_epi64(v43, v47);
+                let v63 = _mm256_unpackhi_epi64(v43, v47);
+                let v64 = _mm256_permute2x128_si256(v56, v48, 19);
+                let v65 = _mm256_permute2x128_si256(v56, v48, 2);
+                let v66 = _mm256_permute2x128_si256(v58, v50, 19);
+                let v67 = _mm256_permute2x128_si256(v58, v50, 2);
+                let v68 = _mm256_permute2x128_si256(v60, v52, 19);
+                let v69 = _mm256_permute2x128_si256(v60, v52, 2);
+                let v70 = _mm256_permute2x128_si256(v62, v54, 19);
+                let v71 = _mm256_permute2x128_si256(v62, v54, 2);
+                let v72 = _mm256_permute2x128_si256(v57, v49, 19);
+                let v73 = _mm256_permute2x128_si256(v57, v49, 2);
+                let v74 = _mm256_permute2x128_si256(v59, v51, 19);
+                let v75 = _mm256_permute2x128_si256(v59, v51, 2);
+                let v76 = _mm256_permute2x128_si256(v61, v53, 19);
+                let v77 = _mm256_permute2x128_si256(v61, v53, 2);
+                let v78 = _mm256_permute2x128_si256(v63, v55, 19);
+                let v79 = _mm256_permute2x128_si256(v63, v55, 2);
+                [v65, v73, v69, v77, v67, v75, v71, v79, v64, v72, v68, v76, v66, v74, v70, v78]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(16) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(17) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(18) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(19) + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s.add(*sr.add(20) + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s.add(*sr.add(21) + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s.add(*sr.add(22) + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s.add(*sr.add(23) + 0) as *const __m256i);
+                let v8 = _mm256_loadu_si256(s.add(*sr.add(24) + 0) as *const __m256i);
+                let v9 = _mm256_loadu_si256(s.add(*sr.add(25) + 0) as *const __m256i);
+                let v10 = _mm256_loadu_si256(s.add(*sr.add(26) + 0) as *const __m256i);
+                let v11 = _mm256_loadu_si256(s.add(*sr.add(27) + 0) as *const __m256i);
+                let v12 = _mm256_loadu_si256(s.add(*sr.add(28) + 0) as *const __m256i);
+                let v13 = _mm256_loadu_si256(s.add(*sr.add(29) + 0) as *const __m256i);
+                let v14 = _mm256_loadu_si256(s.add(*sr.add(30) + 0) as *const __m256i);
+                let v15 = _mm256_loadu_si256(s.add(*sr.add(31) + 0) as *const __m256i);
+                let v16 = _mm256_unpacklo_epi16(v0, v1);
+                let v17 = _mm256_unpackhi_epi16(v0, v1);
+                let v18 = _mm256_unpacklo_epi16(v2, v3);
+                let v19 = _mm256_unpackhi_epi16(v2, v3);
+                let v20 = _mm256_unpacklo_epi16(v4, v5);
+                let v21 = _mm256_unpackhi_epi16(v4, v5);
+                let v22 = _mm256_unpacklo_epi16(v6, v7);
+                let v23 = _mm256_unpackhi_epi16(v6, v7);
+                let v24 = _mm256_unpacklo_epi16(v8, v9);
+                let v25 = _mm256_unpackhi_epi16(v8, v9);
+                let v26 = _mm256_unpacklo_epi16(v10, v11);
+                let v27 = _mm256_unpackhi_epi16(v10, v11);
+                let v28 = _mm256_unpacklo_epi16(v12, v13);
+                let v29 = _mm256_unpackhi_epi16(v12, v13);
+                let v30 = _mm256_unpacklo_epi16(v14, v15);
+                let v31 = _mm256_unpackhi_epi16(v14, v15);
+                let v32 = _mm256_unpacklo_epi32(v16, v18);
+                let v33 = _mm256_unpackhi_epi32(v16, v18);
+                let v34 = _mm256_unpacklo_epi32(v17, v19);
+                let v35 = _mm256_unpackhi_epi32(v17, v19);
+                let v36 = _mm256_unpacklo_epi32(v20, v22);
+                let v37 = _mm256_unpackhi_epi32(v20, v22);
+                let v38 = _mm256_unpacklo_epi32(v21, v23);
+                let v39 = _mm256_unpackhi_epi32(v21, v23);
+                let v40 = _mm256_unpacklo_epi32(v24, v26);
+                let v41 = _mm256_unpackhi_epi32(v24, v26);
+                let v42 = _mm256_unpacklo_epi32(v25, v27);
+                let v43 = _mm256_unpackhi_epi32(v25, v27);
+                let v44 = _mm256_unpacklo_epi32(v28, v30);
+                let v45 = _mm256_unpackhi_epi32(v28, v30);
+                let v46 = _mm256_unpacklo_epi32(v29, v31);
+                let v47 = _mm256_unpackhi_epi32(v29, v31);
+                let v48 = _mm256_unpacklo_epi64(v32, v36);
+                let v49 = _mm256_unpackhi_epi64(v32, v36);
+                let v50 = _mm256_unpacklo_epi64(v34, v38);
+                let v51 = _mm256_unpackhi_epi64(v34, v38);
+                let v52 = _mm256_unpacklo_epi64(v33, v37);
+                let v53 = _mm256_unpackhi_epi64(v33, v37);
+                let v54 = _mm256_unpacklo_epi64(v35, v39);
+                let v55 = _mm256_unpackhi_epi64(v35, v39);
+                let v56 = _mm256_unpacklo_epi64(v40, v44);
+                let v57 = _mm256_unpackhi_epi64(v40, v44);
+                let v58 = _mm256_unpacklo_epi64(v42, v46);
+                let v59 = _mm256_unpackhi_epi64(v42, v46);
+                let v60 = _mm256_unpacklo_epi64(v41, v45);
+                let v61 = _mm256_unpackhi_epi64(v41, v45);
+                let v62 = _mm256_unpacklo_epi64(v43, v47);
+                let v63 = _mm256_unpackhi_epi64(v43, v47);
+                let v64 = _mm256_permute2x128_si256(v56, v48, 19);
+                let v65 = _mm256_permute2x128_si256(v56, v48, 2);
+                let v66 = _mm256_permute2x128_si256(v58, v50, 19);
+                let v67 = _mm256_permute2x128_si256(v58, v50, 2);
+                let v68 = _mm256_permute2x128_si256(v60, v52, 19);
+                let v69 = _mm256_permute2x128_si256(v60, v52, 2);
+                let v70 = _mm256_permute2x128_si256(v62, v54, 19);
+                let v71 = _mm256_permute2x128_si256(v62, v54, 2);
+                let v72 = _mm256_permute2x128_si256(v57, v49, 19);
+                let v73 = _mm256_permute2x128_si256(v57, v49, 2);
+                let v74 = _mm256_permute2x128_si256(v59, v51, 19);
+                let v75 = _mm256_permute2x128_si256(v59, v51, 2);
+                let v76 = _mm256_permute2x128_si256(v61, v53, 19);
+                let v77 = _mm256_permute2x128_si256(v61, v53, 2);
+                let v78 = _mm256_permute2x128_si256(v63, v55, 19);
+                let v79 = _mm256_permute2x128_si256(v63, v55, 2);
+                [v65, v73, v69, v77, v67, v75, v71, v79, v64, v72, v68, v76, v66, v74, v70, v78]
+            };
+            let d = dst.add(*rows.add(0) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = dst.add(*rows.add(1) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = dst.add(*rows.add(2) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = dst.add(*rows.add(3) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+            let d = dst.add(*rows.add(4) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[4]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[4]);
+            let d = dst.add(*rows.add(5) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[5]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[5]);
+            let d = dst.add(*rows.add(6) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[6]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[6]);
+            let d = dst.add(*rows.add(7) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[7]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[7]);
+            let d = dst.add(*rows.add(8) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[8]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[8]);
+            let d = dst.add(*rows.add(9) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[9]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[9]);
+            let d = dst.add(*rows.add(10) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[10]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[10]);
+            let d = dst.add(*rows.add(11) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[11]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[11]);
+            let d = dst.add(*rows.add(12) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[12]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[12]);
+            let d = dst.add(*rows.add(13) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[13]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[13]);
+            let d = dst.add(*rows.add(14) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[14]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[14]);
+            let d = dst.add(*rows.add(15) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[15]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[15]);
+        }
+    }
+}
+
 /// 8x8 block of 32-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
 ///
 /// # Safety
@@ -462,6 +690,114 @@ pub unsafe fn transpose_8x8_b32_avx2_strided(src: *const u8, src_stride: usize, 
     _mm256_storeu_si256(dst.add(3 * dst_stride + 0) as *mut __m256i, v31);
 }
 
+/// Line band of 2 stacked 8x8 blocks of 32-bit elements (16 source rows), streamed to whole destination lines.
+///
+/// # Safety
+/// The CPU must support `avx2`; `src_rows` names `16 * lines` source rows readable for `steps * 32` bytes; `dst_rows` names `steps * 8` destination rows, each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_8x8_b32_avx2_band(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, rows) = (src.add(t * 32), dst_rows.add(t * 8));
+        for l in 0..lines {
+            let (sr, o) = (src_rows.add(l * 16), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(0) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(1) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(2) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(3) + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s.add(*sr.add(4) + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s.add(*sr.add(5) + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s.add(*sr.add(6) + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s.add(*sr.add(7) + 0) as *const __m256i);
+                let v8 = _mm256_unpacklo_epi32(v0, v1);
+                let v9 = _mm256_unpackhi_epi32(v0, v1);
+                let v10 = _mm256_unpacklo_epi32(v2, v3);
+                let v11 = _mm256_unpackhi_epi32(v2, v3);
+                let v12 = _mm256_unpacklo_epi32(v4, v5);
+                let v13 = _mm256_unpackhi_epi32(v4, v5);
+                let v14 = _mm256_unpacklo_epi32(v6, v7);
+                let v15 = _mm256_unpackhi_epi32(v6, v7);
+                let v16 = _mm256_unpacklo_epi64(v8, v10);
+                let v17 = _mm256_unpackhi_epi64(v8, v10);
+                let v18 = _mm256_unpacklo_epi64(v9, v11);
+                let v19 = _mm256_unpackhi_epi64(v9, v11);
+                let v20 = _mm256_unpacklo_epi64(v12, v14);
+                let v21 = _mm256_unpackhi_epi64(v12, v14);
+                let v22 = _mm256_unpacklo_epi64(v13, v15);
+                let v23 = _mm256_unpackhi_epi64(v13, v15);
+                let v24 = _mm256_permute2x128_si256(v20, v16, 19);
+                let v25 = _mm256_permute2x128_si256(v20, v16, 2);
+                let v26 = _mm256_permute2x128_si256(v22, v18, 19);
+                let v27 = _mm256_permute2x128_si256(v22, v18, 2);
+                let v28 = _mm256_permute2x128_si256(v21, v17, 19);
+                let v29 = _mm256_permute2x128_si256(v21, v17, 2);
+                let v30 = _mm256_permute2x128_si256(v23, v19, 19);
+                let v31 = _mm256_permute2x128_si256(v23, v19, 2);
+                [v25, v29, v27, v31, v24, v28, v26, v30]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(8) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(9) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(10) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(11) + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s.add(*sr.add(12) + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s.add(*sr.add(13) + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s.add(*sr.add(14) + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s.add(*sr.add(15) + 0) as *const __m256i);
+                let v8 = _mm256_unpacklo_epi32(v0, v1);
+                let v9 = _mm256_unpackhi_epi32(v0, v1);
+                let v10 = _mm256_unpacklo_epi32(v2, v3);
+                let v11 = _mm256_unpackhi_epi32(v2, v3);
+                let v12 = _mm256_unpacklo_epi32(v4, v5);
+                let v13 = _mm256_unpackhi_epi32(v4, v5);
+                let v14 = _mm256_unpacklo_epi32(v6, v7);
+                let v15 = _mm256_unpackhi_epi32(v6, v7);
+                let v16 = _mm256_unpacklo_epi64(v8, v10);
+                let v17 = _mm256_unpackhi_epi64(v8, v10);
+                let v18 = _mm256_unpacklo_epi64(v9, v11);
+                let v19 = _mm256_unpackhi_epi64(v9, v11);
+                let v20 = _mm256_unpacklo_epi64(v12, v14);
+                let v21 = _mm256_unpackhi_epi64(v12, v14);
+                let v22 = _mm256_unpacklo_epi64(v13, v15);
+                let v23 = _mm256_unpackhi_epi64(v13, v15);
+                let v24 = _mm256_permute2x128_si256(v20, v16, 19);
+                let v25 = _mm256_permute2x128_si256(v20, v16, 2);
+                let v26 = _mm256_permute2x128_si256(v22, v18, 19);
+                let v27 = _mm256_permute2x128_si256(v22, v18, 2);
+                let v28 = _mm256_permute2x128_si256(v21, v17, 19);
+                let v29 = _mm256_permute2x128_si256(v21, v17, 2);
+                let v30 = _mm256_permute2x128_si256(v23, v19, 19);
+                let v31 = _mm256_permute2x128_si256(v23, v19, 2);
+                [v25, v29, v27, v31, v24, v28, v26, v30]
+            };
+            let d = dst.add(*rows.add(0) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = dst.add(*rows.add(1) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = dst.add(*rows.add(2) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = dst.add(*rows.add(3) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+            let d = dst.add(*rows.add(4) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[4]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[4]);
+            let d = dst.add(*rows.add(5) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[5]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[5]);
+            let d = dst.add(*rows.add(6) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[6]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[6]);
+            let d = dst.add(*rows.add(7) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[7]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[7]);
+        }
+    }
+}
+
 /// 4x4 block of 64-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
 ///
 /// # Safety
@@ -510,6 +846,62 @@ pub unsafe fn transpose_4x4_b64_avx2_strided(src: *const u8, src_stride: usize, 
     _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v11);
 }
 
+/// Line band of 2 stacked 4x4 blocks of 64-bit elements (8 source rows), streamed to whole destination lines.
+///
+/// # Safety
+/// The CPU must support `avx2`; `src_rows` names `8 * lines` source rows readable for `steps * 32` bytes; `dst_rows` names `steps * 4` destination rows, each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_4x4_b64_avx2_band(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, rows) = (src.add(t * 32), dst_rows.add(t * 4));
+        for l in 0..lines {
+            let (sr, o) = (src_rows.add(l * 8), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(0) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(1) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(2) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(3) + 0) as *const __m256i);
+                let v4 = _mm256_unpacklo_epi64(v0, v1);
+                let v5 = _mm256_unpackhi_epi64(v0, v1);
+                let v6 = _mm256_unpacklo_epi64(v2, v3);
+                let v7 = _mm256_unpackhi_epi64(v2, v3);
+                let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+                let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+                let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+                let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+                [v9, v11, v8, v10]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(4) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(5) + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s.add(*sr.add(6) + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s.add(*sr.add(7) + 0) as *const __m256i);
+                let v4 = _mm256_unpacklo_epi64(v0, v1);
+                let v5 = _mm256_unpackhi_epi64(v0, v1);
+                let v6 = _mm256_unpacklo_epi64(v2, v3);
+                let v7 = _mm256_unpackhi_epi64(v2, v3);
+                let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+                let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+                let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+                let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+                [v9, v11, v8, v10]
+            };
+            let d = dst.add(*rows.add(0) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = dst.add(*rows.add(1) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = dst.add(*rows.add(2) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = dst.add(*rows.add(3) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+        }
+    }
+}
+
 /// 2x2 block of 128-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
 ///
 /// # Safety
@@ -536,6 +928,40 @@ pub unsafe fn transpose_2x2_b128_avx2_strided(src: *const u8, src_stride: usize,
     let v3 = _mm256_permute2x128_si256(v1, v0, 2);
     _mm256_storeu_si256(dst.add(1 * dst_stride + 0) as *mut __m256i, v2);
     _mm256_storeu_si256(dst.add(0 * dst_stride + 0) as *mut __m256i, v3);
+}
+
+/// Line band of 2 stacked 2x2 blocks of 128-bit elements (4 source rows), streamed to whole destination lines.
+///
+/// # Safety
+/// The CPU must support `avx2`; `src_rows` names `4 * lines` source rows readable for `steps * 32` bytes; `dst_rows` names `steps * 2` destination rows, each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_2x2_b128_avx2_band(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, rows) = (src.add(t * 32), dst_rows.add(t * 2));
+        for l in 0..lines {
+            let (sr, o) = (src_rows.add(l * 4), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(0) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(1) + 0) as *const __m256i);
+                let v2 = _mm256_permute2x128_si256(v1, v0, 19);
+                let v3 = _mm256_permute2x128_si256(v1, v0, 2);
+                [v3, v2]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s.add(*sr.add(2) + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s.add(*sr.add(3) + 0) as *const __m256i);
+                let v2 = _mm256_permute2x128_si256(v1, v0, 19);
+                let v3 = _mm256_permute2x128_si256(v1, v0, 2);
+                [v3, v2]
+            };
+            let d = dst.add(*rows.add(0) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = dst.add(*rows.add(1) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+        }
+    }
 }
 
 /// 32x2 block of 8-bit elements (source rows back to back, destination rows anywhere): 6 shuffles, cost 12.

@@ -20,6 +20,25 @@ fn every_generated_kernel_matches_the_reference() {
 }
 
 #[test]
+fn avx2_square_kernels_have_line_bands() {
+    // The streamed bands go straight from registers wherever a destination row
+    // of the square block is one register: 2-, 4-, 8- and 16-byte elements.
+    let avx2 = vlkernels::permute::simd::avx2();
+    if cfg!(target_arch = "x86_64") {
+        for es in [2usize, 4, 8, 16] {
+            let k = avx2
+                .iter()
+                .find(|k| k.elem_bytes == es && !k.src_contiguous && !k.dst_contiguous);
+            assert!(
+                k.is_some_and(|k| k.band.is_some()),
+                "no AVX2 line band for {es}-byte elements"
+            );
+        }
+    }
+    assert!(avx2.iter().all(|k| k.band.is_none() || k.elem_bytes > 1));
+}
+
+#[test]
 fn permutations_with_each_forced_family() {
     for f in isa_families() {
         let runs = permute_sweep(f).unwrap();

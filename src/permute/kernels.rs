@@ -121,6 +121,7 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
         func: k.func,
         trusted: k.trusted,
         strided: k.strided,
+        band: k.band,
         src_contiguous: k.src_contiguous,
         dst_contiguous: k.dst_contiguous,
     })
@@ -137,6 +138,15 @@ pub type TileFn = unsafe fn(src: *const u8, src_rows: *const usize, dst: *mut u8
 /// row `i` at `dst + i * dst_stride` (bytes): no offset tables to load.
 pub type StridedTileFn = unsafe fn(src: *const u8, src_stride: usize, dst: *mut u8, dst_stride: usize);
 
+/// A line band of the square kernel (see `bands`): the blocks that fill one
+/// 64-byte line of each destination row, stacked, over `steps` steps of `na`
+/// elements and `lines` lines per row, streamed straight to the destination.
+/// Source row `j` of line `l` at `src + src_rows[l * (64 / es) + j]`, step `t`
+/// from element `t * na`; destination row `i` of step `t` at
+/// `dst + dst_rows[t * na + i]` (64-byte aligned), line `l` 64 bytes further each.
+pub type BandFn =
+    unsafe fn(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize);
+
 #[derive(Clone, Copy)]
 pub struct TileKernel {
     /// Elements per source row (= destination rows).
@@ -149,6 +159,8 @@ pub struct TileKernel {
     pub trusted: Option<TileFn>,
     /// `func` with rows at equal steps (kernels with rows anywhere on both sides).
     pub strided: Option<StridedTileFn>,
+    /// The kernel's line band (x86 square kernels whose destination rows are one register).
+    pub band: Option<BandFn>,
     /// The kernel expects source rows back to back.
     pub src_contiguous: bool,
     /// The kernel expects destination rows back to back.
@@ -198,6 +210,7 @@ fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
         func,
         trusted: None,
         strided: None,
+        band: None,
         src_contiguous: false,
         dst_contiguous: false,
     })

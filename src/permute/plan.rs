@@ -285,12 +285,17 @@ impl PermutePlan {
         if non_temporal && matches!(strategy, Strategy::Transpose { .. }) && bands_apply(&dims, elem_bytes, kernel) {
             defaults.block_order = BlockOrder::Bands;
             // ... except short destination rows that lie apart (two 6-D reversals
-            // of the HPTT suite): there tiles walked along the destination with
-            // ordinary stores measured faster, the caches gathering each row's
-            // lines ((32,15,15,15,5,112)→(5,4,3,2,1,0), 1 thread: 0.27–0.41 →
-            // 0.48–0.52 × memcpy in four comparisons, `vlk tune` 1.79×;
-            // (32,15,15,15,15,32): 0.36–0.45 → 0.44–0.50, tuner 1.12×).
-            if opts.non_temporal == NonTemporal::Auto && super::bands::short_isolated_rows(&dims, elem_bytes) {
+            // of the HPTT suite) where the bands go through an L1 block: there
+            // tiles walked along the destination with ordinary stores measured
+            // faster, the caches gathering each row's lines
+            // ((32,15,15,15,5,112)→(5,4,3,2,1,0), 1 thread: 0.27–0.41 → 0.48–0.52
+            // × memcpy in four comparisons, `vlk tune` 1.79×; (32,15,15,15,15,32):
+            // 0.36–0.45 → 0.44–0.50, tuner 1.12×). Bands from registers beat
+            // both (0.51 → 0.64 for either case, 1 thread, alternating).
+            if opts.non_temporal == NonTemporal::Auto
+                && !super::bands::from_registers(kernel, elem_bytes)
+                && super::bands::short_isolated_rows(&dims, elem_bytes)
+            {
                 non_temporal = false;
                 defaults.non_temporal = false;
                 defaults.block_order = BlockOrder::DstFastest;
@@ -454,10 +459,11 @@ impl PermutePlan {
             self.group,
             self.block_order,
             dims.join(" ")
-        ) + &self
-            .banded()
-            .map_or(String::new(), |(b, _)| format!(" {}", b.describe()))
-            + &self.strips().map_or(String::new(), |s| format!(" {}", s.describe()))
+        ) + &self.banded().map_or(String::new(), |(b, k)| {
+            // Straight from registers (the kernel's line band) or through an L1 block.
+            let via = if k.band.is_some() { "registers" } else { "l1-block" };
+            format!(" {} via={via}", b.describe())
+        }) + &self.strips().map_or(String::new(), |s| format!(" {}", s.describe()))
     }
 }
 

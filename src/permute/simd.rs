@@ -2,7 +2,7 @@
 //! registry the dispatcher reads. Each file is compiled on its architecture
 //! only; a kernel is called only after `cpu_features()` has confirmed its ISA.
 
-use super::kernels::{StridedTileFn, TileFn};
+use super::kernels::{BandFn, StridedTileFn, TileFn};
 
 /// One generated kernel and the block it handles (see [`TileFn`]).
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +26,9 @@ pub struct GenKernel {
     /// For kernels with rows anywhere on both sides: the same network with rows
     /// at equal steps instead of offset tables (see [`StridedTileFn`]).
     pub strided: Option<StridedTileFn>,
+    /// For square kernels on x86 whose destination rows are one register
+    /// each: the line band with streaming stores (see [`BandFn`]).
+    pub band: Option<BandFn>,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -118,6 +118,59 @@ pub fn check_strided_kernel(k: &GenKernel, gap: usize, seed: u64) -> Result<(), 
     )
 }
 
+/// The line band of kernel `k` (if it has one): `lines` lines of `steps`
+/// steps, source rows at irregular (odd-byte) offsets, destination rows on
+/// lines with whole lines between them; poisoned output, every byte checked.
+pub fn check_band_kernel(k: &GenKernel, steps: usize, lines: usize, seed: u64) -> Result<(), String> {
+    let Some(band) = k.band else { return Ok(()) };
+    let es = k.elem_bytes;
+    let line_rows = 64 / es;
+    let n_src = line_rows * lines;
+    let src_rows = row_offsets(n_src, steps * k.na * es, false, 5);
+    let src = random_bytes(src_rows[n_src - 1] + steps * k.na * es + 64, seed);
+    // Destination rows a line or more apart, in a scrambled order.
+    let n_dst = steps * k.na;
+    let pitch = 64 * lines + 64 * (1 + seed as usize % 3);
+    let dst_rows: Vec<usize> = (0..n_dst).map(|i| ((i * 5) % n_dst) * pitch).collect();
+    let dst_len = n_dst * pitch + 64;
+    for poison in [0xA5u8, 0x5A] {
+        let mut buf = vec![poison; dst_len + 64];
+        let base = buf.as_ptr().align_offset(64);
+        // SAFETY: the family is available (checked by callers); every source row
+        // holds `steps * na` elements, every destination row is 64-byte aligned
+        // and holds `64 * lines` bytes inside `buf`.
+        unsafe {
+            band(
+                src.as_ptr(),
+                src_rows.as_ptr(),
+                buf.as_mut_ptr().add(base),
+                dst_rows.as_ptr(),
+                steps,
+                lines,
+            )
+        };
+        vlkernels::permute::stream_fence();
+        let dst = &buf[base..base + dst_len];
+        let mut expect = vec![poison; dst_len];
+        for (i, &dr) in dst_rows.iter().enumerate() {
+            for l in 0..lines {
+                for j in 0..line_rows {
+                    let s = src_rows[l * line_rows + j] + i * es;
+                    let d = dr + 64 * l + j * es;
+                    expect[d..d + es].copy_from_slice(&src[s..s + es]);
+                }
+            }
+        }
+        if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
+            return Err(format!(
+                "{} band ({steps} steps, {lines} lines, poison {poison:#x}): first wrong byte at {pos}",
+                k.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every generated kernel of every available family, back to back and gapped.
 /// Returns the number of kernel runs.
 pub fn check_all_kernels() -> Result<usize, String> {
@@ -132,6 +185,10 @@ pub fn check_all_kernels() -> Result<usize, String> {
                 for gap in [0, 7, 64] {
                     check_strided_kernel(k, gap, 23 + gap as u64 + k.na as u64 * 31)?;
                     runs += usize::from(k.strided.is_some());
+                }
+                for (steps, lines) in [(1, 1), (3, 1), (2, 3), (5, 8)] {
+                    check_band_kernel(k, steps, lines, 41 + (steps * 10 + lines) as u64 + k.na as u64)?;
+                    runs += usize::from(k.band.is_some());
                 }
             }
         }
