@@ -229,6 +229,88 @@ unsafe fn stream_gathered_avx(from: *const u8, from_step: usize, pieces: usize, 
     }
 }
 
+/// Streams every row of a tile from a row-ordered stage: row `i` from
+/// `stage + stage_rows[i]` to `dst + dst_rows[i]`, `len` bytes each, like
+/// [`stream_bytes`] per row but with the rows' loop in one function where every
+/// destination row starts on 32 bytes and `len` is whole 32-byte moves.
+///
+/// # Safety
+/// As [`stream_bytes`] for every row.
+pub(crate) unsafe fn stream_rows(stage: *const u8, stage_rows: &[usize], dst: *mut u8, dst_rows: &[usize], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if len % 32 == 0 && crate::cpu_features().avx2 && dst_rows.iter().all(|&r| (dst as usize + r) % 32 == 0) {
+        return stream_rows_avx(stage, stage_rows, dst, dst_rows, len);
+    }
+    for (&s, &d) in stage_rows.iter().zip(dst_rows) {
+        stream_bytes(stage.add(s), dst.add(d), len);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_rows_avx(stage: *const u8, stage_rows: &[usize], dst: *mut u8, dst_rows: &[usize], len: usize) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    for (&s, &d) in stage_rows.iter().zip(dst_rows) {
+        let (s, d) = (stage.add(s), dst.add(d));
+        for off in (0..len).step_by(32) {
+            let v = _mm256_loadu_si256(s.add(off) as *const __m256i);
+            _mm256_stream_si256(d.add(off) as *mut __m256i, v);
+        }
+    }
+}
+
+/// Streams every row of a tile from a block-ordered stage (see `exec`), one
+/// [`stream_gathered`] per row, with the rows' loop in one function where every
+/// piece is one aligned 32-byte move (a call per row of a few pieces cost as much
+/// as the moves). Row `i` of the tile is at `dst + dst_rows[i]`; its pieces start
+/// at `stage + (i / na) * block + (i % na) * 32`, `pass` bytes apart.
+///
+/// # Safety
+/// As [`stream_gathered`] for every row.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn stream_gathered_rows(
+    stage: *const u8,
+    na: usize,
+    block: usize,
+    pass: usize,
+    pieces: usize,
+    piece: usize,
+    dst: *mut u8,
+    dst_rows: &[usize],
+    row: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if piece == 32 && crate::cpu_features().avx2 && dst_rows.iter().all(|&r| (dst as usize + r) % 32 == 0) {
+        return stream_gathered_rows_avx(stage, na, block, pass, pieces, dst, dst_rows);
+    }
+    for (i, &r) in dst_rows.iter().enumerate() {
+        let from = stage.add((i / na) * block + (i % na) * piece);
+        stream_gathered(from, pass, pieces, piece, dst.add(r), row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_gathered_rows_avx(
+    stage: *const u8,
+    na: usize,
+    block: usize,
+    pass: usize,
+    pieces: usize,
+    dst: *mut u8,
+    dst_rows: &[usize],
+) {
+    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
+    for (i, &r) in dst_rows.iter().enumerate() {
+        let from = stage.add((i / na) * block + (i % na) * 32);
+        let d = dst.add(r);
+        for j in 0..pieces {
+            let v = _mm256_loadu_si256(from.add(j * pass) as *const __m256i);
+            _mm256_stream_si256(d.add(j * 32) as *mut __m256i, v);
+        }
+    }
+}
+
 /// The bytes of one cache line that a piece of a destination row has written
 /// so far, kept for the next piece of the same row (see [`stream_lines_carried`]).
 pub(crate) type LineCarry = [u8; 64];

@@ -428,36 +428,37 @@ fn fold(chunk: &[u8; 32]) -> u64 {
 fn write_pieces(dst: &mut [u8], rows: usize, piece: usize) {
     let pitch = dst.len() / rows;
     // Streaming stores where the CPU has them (AVX2 implies AVX), else plain stores.
-    let streaming = cfg!(target_arch = "x86_64") && vlkernels::cpu_features().avx2;
+    #[cfg(target_arch = "x86_64")]
+    if vlkernels::cpu_features().avx2 && dst.as_ptr().align_offset(32) == 0 && pitch % 32 == 0 && piece % 32 == 0 {
+        // SAFETY: AVX is present; every store is a whole aligned 32 bytes inside `dst`.
+        unsafe { write_pieces_avx(dst, rows, pitch, piece) };
+        return;
+    }
     for c0 in (0..pitch).step_by(piece) {
         let len = piece.min(pitch - c0);
         for r in 0..rows {
-            let out = &mut dst[r * pitch + c0..r * pitch + c0 + len];
-            #[cfg(target_arch = "x86_64")]
-            if streaming {
-                // SAFETY: AVX is present; the stores stay inside `out`.
-                unsafe { stream_fill_avx(out) };
-                continue;
+            dst[r * pitch + c0..r * pitch + c0 + len].fill(1);
+        }
+    }
+}
+
+/// `write_pieces` with streaming stores, the whole walk in one function: a call
+/// per piece (with its alignment checks) cost more than the stores at 64-byte
+/// pieces (0.15 × memcpy against 0.6–0.7 for the loop inline, 1 thread).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn write_pieces_avx(dst: &mut [u8], rows: usize, pitch: usize, piece: usize) {
+    use std::arch::x86_64::{__m256i, _mm256_set1_epi8, _mm256_stream_si256};
+    let p = dst.as_mut_ptr();
+    let v = _mm256_set1_epi8(1);
+    for c0 in (0..pitch).step_by(piece) {
+        let len = piece.min(pitch - c0);
+        for r in 0..rows {
+            let at = p.add(r * pitch + c0);
+            for off in (0..len).step_by(32) {
+                _mm256_stream_si256(at.add(off) as *mut __m256i, v);
             }
-            let _ = streaming;
-            out.fill(1);
         }
     }
     stream_fence();
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn stream_fill_avx(out: &mut [u8]) {
-    use std::arch::x86_64::{__m256i, _mm256_set1_epi8, _mm256_stream_si256};
-    let p = out.as_mut_ptr();
-    let head = p.align_offset(32).min(out.len());
-    out[..head].fill(1);
-    let mut off = head;
-    let v = _mm256_set1_epi8(1);
-    while off + 32 <= out.len() {
-        _mm256_stream_si256(p.add(off) as *mut __m256i, v);
-        off += 32;
-    }
-    out[off..].fill(1);
 }
