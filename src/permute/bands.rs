@@ -363,8 +363,6 @@ pub(crate) unsafe fn transpose_bands(
                 tile_strip(src, &src_rows, dst, rows, es, kernel, &mut edges);
                 continue;
             }
-            // Source rows at one step: the strided kernel from the band's first row.
-            let strided = kernel.strided.filter(|_| linear_b).map(|f| (f, src.add(src_rows[0])));
             let whole = na - na % kernel.na;
             if let Some(band) = kernel.band {
                 // Straight from registers to whole lines; with prefetching,
@@ -388,21 +386,25 @@ pub(crate) unsafe fn transpose_bands(
                         nb / line,
                     );
                 }
-            }
-            for a in (0..whole).step_by(kernel.na).filter(|_| kernel.band.is_none()) {
-                if (a * es) % 64 == 0 {
-                    for &r in &next_rows {
-                        prefetch_line(src.wrapping_add(r.wrapping_add(a * es)));
+            } else {
+                // Through the L1 block. Source rows at one step: the strided
+                // kernel from the band's first row.
+                let strided = kernel.strided.filter(|_| linear_b).map(|f| (f, src.add(src_rows[0])));
+                for a in (0..whole).step_by(kernel.na) {
+                    if (a * es) % 64 == 0 {
+                        for &r in &next_rows {
+                            prefetch_line(src.wrapping_add(r.wrapping_add(a * es)));
+                        }
                     }
-                }
-                for sub in (0..nb).step_by(kernel.nb) {
-                    let out = scr.add(sub * es);
-                    match strided {
-                        Some((f, s)) => f(s.add(sub * step_b + a * es), step_b, out, 64 * lines),
-                        None => (kernel.func)(src.add(a * es), src_rows.as_ptr().add(sub), out, scr_rows.as_ptr()),
+                    for sub in (0..nb).step_by(kernel.nb) {
+                        let out = scr.add(sub * es);
+                        match strided {
+                            Some((f, s)) => f(s.add(sub * step_b + a * es), step_b, out, 64 * lines),
+                            None => (kernel.func)(src.add(a * es), src_rows.as_ptr().add(sub), out, scr_rows.as_ptr()),
+                        }
                     }
+                    super::copy::stream_lines_to(scr, 64 * lines, nb / line, dst, &rows[a..a + kernel.na]);
                 }
-                super::copy::stream_lines_to(scr, 64 * lines, nb / line, dst, &rows[a..a + kernel.na]);
             }
             if whole < na {
                 tile_strip(

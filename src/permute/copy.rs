@@ -153,6 +153,7 @@ pub(crate) unsafe fn stream_bytes(src: *const u8, dst: *mut u8, len: usize) {
 /// As [`stream_bytes`]; the CPU must have AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
+#[inline]
 unsafe fn stream_bytes_avx(src: *const u8, dst: *mut u8, len: usize) {
     use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
     let head = dst.align_offset(32).min(len);
@@ -210,6 +211,7 @@ pub(crate) unsafe fn gather_pieces(from: *const u8, from_step: usize, pieces: us
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
+#[inline]
 unsafe fn stream_gathered_avx(from: *const u8, from_step: usize, pieces: usize, piece: usize, dst: *mut u8) {
     use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
     if piece == 32 {
@@ -230,15 +232,15 @@ unsafe fn stream_gathered_avx(from: *const u8, from_step: usize, pieces: usize, 
 }
 
 /// Streams every row of a tile from a row-ordered stage: row `i` from
-/// `stage + stage_rows[i]` to `dst + dst_rows[i]`, `len` bytes each, like
-/// [`stream_bytes`] per row but with the rows' loop in one function where every
-/// destination row starts on 32 bytes and `len` is whole 32-byte moves.
+/// `stage + stage_rows[i]` to `dst + dst_rows[i]`, `len` bytes each, as
+/// [`stream_bytes`] does, with the rows' loop inside one AVX function (a call
+/// per row of a few 32-byte moves cost as much as the moves).
 ///
 /// # Safety
 /// As [`stream_bytes`] for every row.
 pub(crate) unsafe fn stream_rows(stage: *const u8, stage_rows: &[usize], dst: *mut u8, dst_rows: &[usize], len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if len % 32 == 0 && crate::cpu_features().avx2 && dst_rows.iter().all(|&r| (dst as usize + r) % 32 == 0) {
+    if crate::cpu_features().avx2 {
         return stream_rows_avx(stage, stage_rows, dst, dst_rows, len);
     }
     for (&s, &d) in stage_rows.iter().zip(dst_rows) {
@@ -249,21 +251,17 @@ pub(crate) unsafe fn stream_rows(stage: *const u8, stage_rows: &[usize], dst: *m
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn stream_rows_avx(stage: *const u8, stage_rows: &[usize], dst: *mut u8, dst_rows: &[usize], len: usize) {
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
     for (&s, &d) in stage_rows.iter().zip(dst_rows) {
-        let (s, d) = (stage.add(s), dst.add(d));
-        for off in (0..len).step_by(32) {
-            let v = _mm256_loadu_si256(s.add(off) as *const __m256i);
-            _mm256_stream_si256(d.add(off) as *mut __m256i, v);
-        }
+        stream_bytes_avx(stage.add(s), dst.add(d), len);
     }
 }
 
-/// Streams every row of a tile from a block-ordered stage (see `exec`), one
-/// [`stream_gathered`] per row, with the rows' loop in one function where every
-/// piece is one aligned 32-byte move (a call per row of a few pieces cost as much
-/// as the moves). Row `i` of the tile is at `dst + dst_rows[i]`; its pieces start
-/// at `stage + (i / na) * block + (i % na) * 32`, `pass` bytes apart.
+/// Streams every row of a tile from a block-ordered stage (see `exec`), as
+/// [`stream_gathered`] does per row, with the rows' loop inside one AVX
+/// function where every piece is whole 32-byte moves into 32-byte-aligned rows
+/// (a call per row of a few pieces cost as much as the moves). Row `i` of the
+/// tile is at `dst + dst_rows[i]`; its pieces start at
+/// `stage + (i / na) * block + (i % na) * piece`, `pass` bytes apart.
 ///
 /// # Safety
 /// As [`stream_gathered`] for every row.
@@ -279,35 +277,28 @@ pub(crate) unsafe fn stream_gathered_rows(
     dst_rows: &[usize],
     row: &mut [u8],
 ) {
+    let from = |i: usize| stage.add((i / na) * block + (i % na) * piece);
     #[cfg(target_arch = "x86_64")]
-    if piece == 32 && crate::cpu_features().avx2 && dst_rows.iter().all(|&r| (dst as usize + r) % 32 == 0) {
-        return stream_gathered_rows_avx(stage, na, block, pass, pieces, dst, dst_rows);
+    if piece % 32 == 0 && crate::cpu_features().avx2 && dst_rows.iter().all(|&r| (dst as usize + r) % 32 == 0) {
+        return stream_gathered_rows_avx(&from, pass, pieces, piece, dst, dst_rows);
     }
     for (i, &r) in dst_rows.iter().enumerate() {
-        let from = stage.add((i / na) * block + (i % na) * piece);
-        stream_gathered(from, pass, pieces, piece, dst.add(r), row);
+        stream_gathered(from(i), pass, pieces, piece, dst.add(r), row);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn stream_gathered_rows_avx(
-    stage: *const u8,
-    na: usize,
-    block: usize,
+    from: &impl Fn(usize) -> *const u8,
     pass: usize,
     pieces: usize,
+    piece: usize,
     dst: *mut u8,
     dst_rows: &[usize],
 ) {
-    use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm256_stream_si256};
     for (i, &r) in dst_rows.iter().enumerate() {
-        let from = stage.add((i / na) * block + (i % na) * 32);
-        let d = dst.add(r);
-        for j in 0..pieces {
-            let v = _mm256_loadu_si256(from.add(j * pass) as *const __m256i);
-            _mm256_stream_si256(d.add(j * 32) as *mut __m256i, v);
-        }
+        stream_gathered_avx(from(i), pass, pieces, piece, dst.add(r));
     }
 }
 
