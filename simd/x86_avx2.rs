@@ -594,6 +594,234 @@ pub unsafe fn transpose_16x16_b16_avx2_band(src: *const u8, src_rows: *const usi
     }
 }
 
+/// Line band of 2 stacked 16x16 blocks of 16-bit elements (32 source rows), streamed to whole destination lines; rows at equal steps.
+///
+/// # Safety
+/// The CPU must support `avx2`; source rows `src + r * src_step` (`r < 32 * lines`) readable for `steps * 32` bytes; destination rows `dst + r * dst_step` (`r < steps * 16`), each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_16x16_b16_avx2_band_strided(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, d0) = (src.add(t * 32), dst.add(t * 16 * dst_step));
+        for l in 0..lines {
+            let (s0, o) = (s.add(l * 32 * src_step), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s0.add(0 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(1 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(2 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(3 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s0.add(4 * src_step + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s0.add(5 * src_step + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s0.add(6 * src_step + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s0.add(7 * src_step + 0) as *const __m256i);
+                let v8 = _mm256_loadu_si256(s0.add(8 * src_step + 0) as *const __m256i);
+                let v9 = _mm256_loadu_si256(s0.add(9 * src_step + 0) as *const __m256i);
+                let v10 = _mm256_loadu_si256(s0.add(10 * src_step + 0) as *const __m256i);
+                let v11 = _mm256_loadu_si256(s0.add(11 * src_step + 0) as *const __m256i);
+                let v12 = _mm256_loadu_si256(s0.add(12 * src_step + 0) as *const __m256i);
+                let v13 = _mm256_loadu_si256(s0.add(13 * src_step + 0) as *const __m256i);
+                let v14 = _mm256_loadu_si256(s0.add(14 * src_step + 0) as *const __m256i);
+                let v15 = _mm256_loadu_si256(s0.add(15 * src_step + 0) as *const __m256i);
+                let v16 = _mm256_unpacklo_epi16(v0, v1);
+                let v17 = _mm256_unpackhi_epi16(v0, v1);
+                let v18 = _mm256_unpacklo_epi16(v2, v3);
+                let v19 = _mm256_unpackhi_epi16(v2, v3);
+                let v20 = _mm256_unpacklo_epi16(v4, v5);
+                let v21 = _mm256_unpackhi_epi16(v4, v5);
+                let v22 = _mm256_unpacklo_epi16(v6, v7);
+                let v23 = _mm256_unpackhi_epi16(v6, v7);
+                let v24 = _mm256_unpacklo_epi16(v8, v9);
+                let v25 = _mm256_unpackhi_epi16(v8, v9);
+                let v26 = _mm256_unpacklo_epi16(v10, v11);
+                let v27 = _mm256_unpackhi_epi16(v10, v11);
+                let v28 = _mm256_unpacklo_epi16(v12, v13);
+                let v29 = _mm256_unpackhi_epi16(v12, v13);
+                let v30 = _mm256_unpacklo_epi16(v14, v15);
+                let v31 = _mm256_unpackhi_epi16(v14, v15);
+                let v32 = _mm256_unpacklo_epi32(v16, v18);
+                let v33 = _mm256_unpackhi_epi32(v16, v18);
+                let v34 = _mm256_unpacklo_epi32(v17, v19);
+                let v35 = _mm256_unpackhi_epi32(v17, v19);
+                let v36 = _mm256_unpacklo_epi32(v20, v22);
+                let v37 = _mm256_unpackhi_epi32(v20, v22);
+                let v38 = _mm256_unpacklo_epi32(v21, v23);
+                let v39 = _mm256_unpackhi_epi32(v21, v23);
+                let v40 = _mm256_unpacklo_epi32(v24, v26);
+                let v41 = _mm256_unpackhi_epi32(v24, v26);
+                let v42 = _mm256_unpacklo_epi32(v25, v27);
+                let v43 = _mm256_unpackhi_epi32(v25, v27);
+                let v44 = _mm256_unpacklo_epi32(v28, v30);
+                let v45 = _mm256_unpackhi_epi32(v28, v30);
+                let v46 = _mm256_unpacklo_epi32(v29, v31);
+                let v47 = _mm256_unpackhi_epi32(v29, v31);
+                let v48 = _mm256_unpacklo_epi64(v32, v36);
+                let v49 = _mm256_unpackhi_epi64(v32, v36);
+                let v50 = _mm256_unpacklo_epi64(v34, v38);
+                let v51 = _mm256_unpackhi_epi64(v34, v38);
+                let v52 = _mm256_unpacklo_epi64(v33, v37);
+                let v53 = _mm256_unpackhi_epi64(v33, v37);
+                let v54 = _mm256_unpacklo_epi64(v35, v39);
+                let v55 = _mm256_unpackhi_epi64(v35, v39);
+                let v56 = _mm256_unpacklo_epi64(v40, v44);
+                let v57 = _mm256_unpackhi_epi64(v40, v44);
+                let v58 = _mm256_unpacklo_epi64(v42, v46);
+                let v59 = _mm256_unpackhi_epi64(v42, v46);
+                let v60 = _mm256_unpacklo_epi64(v41, v45);
+                let v61 = _mm256_unpackhi_epi64(v41, v45);
+                let v62 = _mm256_unpacklo_epi64(v43, v47);
+                let v63 = _mm256_unpackhi_epi64(v43, v47);
+                let v64 = _mm256_permute2x128_si256(v56, v48, 19);
+                let v65 = _mm256_permute2x128_si256(v56, v48, 2);
+                let v66 = _mm256_permute2x128_si256(v58, v50, 19);
+                let v67 = _mm256_permute2x128_si256(v58, v50, 2);
+                let v68 = _mm256_permute2x128_si256(v60, v52, 19);
+                let v69 = _mm256_permute2x128_si256(v60, v52, 2);
+                let v70 = _mm256_permute2x128_si256(v62, v54, 19);
+                let v71 = _mm256_permute2x128_si256(v62, v54, 2);
+                let v72 = _mm256_permute2x128_si256(v57, v49, 19);
+                let v73 = _mm256_permute2x128_si256(v57, v49, 2);
+                let v74 = _mm256_permute2x128_si256(v59, v51, 19);
+                let v75 = _mm256_permute2x128_si256(v59, v51, 2);
+                let v76 = _mm256_permute2x128_si256(v61, v53, 19);
+                let v77 = _mm256_permute2x128_si256(v61, v53, 2);
+                let v78 = _mm256_permute2x128_si256(v63, v55, 19);
+                let v79 = _mm256_permute2x128_si256(v63, v55, 2);
+                [v65, v73, v69, v77, v67, v75, v71, v79, v64, v72, v68, v76, v66, v74, v70, v78]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s0.add(16 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(17 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(18 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(19 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s0.add(20 * src_step + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s0.add(21 * src_step + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s0.add(22 * src_step + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s0.add(23 * src_step + 0) as *const __m256i);
+                let v8 = _mm256_loadu_si256(s0.add(24 * src_step + 0) as *const __m256i);
+                let v9 = _mm256_loadu_si256(s0.add(25 * src_step + 0) as *const __m256i);
+                let v10 = _mm256_loadu_si256(s0.add(26 * src_step + 0) as *const __m256i);
+                let v11 = _mm256_loadu_si256(s0.add(27 * src_step + 0) as *const __m256i);
+                let v12 = _mm256_loadu_si256(s0.add(28 * src_step + 0) as *const __m256i);
+                let v13 = _mm256_loadu_si256(s0.add(29 * src_step + 0) as *const __m256i);
+                let v14 = _mm256_loadu_si256(s0.add(30 * src_step + 0) as *const __m256i);
+                let v15 = _mm256_loadu_si256(s0.add(31 * src_step + 0) as *const __m256i);
+                let v16 = _mm256_unpacklo_epi16(v0, v1);
+                let v17 = _mm256_unpackhi_epi16(v0, v1);
+                let v18 = _mm256_unpacklo_epi16(v2, v3);
+                let v19 = _mm256_unpackhi_epi16(v2, v3);
+                let v20 = _mm256_unpacklo_epi16(v4, v5);
+                let v21 = _mm256_unpackhi_epi16(v4, v5);
+                let v22 = _mm256_unpacklo_epi16(v6, v7);
+                let v23 = _mm256_unpackhi_epi16(v6, v7);
+                let v24 = _mm256_unpacklo_epi16(v8, v9);
+                let v25 = _mm256_unpackhi_epi16(v8, v9);
+                let v26 = _mm256_unpacklo_epi16(v10, v11);
+                let v27 = _mm256_unpackhi_epi16(v10, v11);
+                let v28 = _mm256_unpacklo_epi16(v12, v13);
+                let v29 = _mm256_unpackhi_epi16(v12, v13);
+                let v30 = _mm256_unpacklo_epi16(v14, v15);
+                let v31 = _mm256_unpackhi_epi16(v14, v15);
+                let v32 = _mm256_unpacklo_epi32(v16, v18);
+                let v33 = _mm256_unpackhi_epi32(v16, v18);
+                let v34 = _mm256_unpacklo_epi32(v17, v19);
+                let v35 = _mm256_unpackhi_epi32(v17, v19);
+                let v36 = _mm256_unpacklo_epi32(v20, v22);
+                let v37 = _mm256_unpackhi_epi32(v20, v22);
+                let v38 = _mm256_unpacklo_epi32(v21, v23);
+                let v39 = _mm256_unpackhi_epi32(v21, v23);
+                let v40 = _mm256_unpacklo_epi32(v24, v26);
+                let v41 = _mm256_unpackhi_epi32(v24, v26);
+                let v42 = _mm256_unpacklo_epi32(v25, v27);
+                let v43 = _mm256_unpackhi_epi32(v25, v27);
+                let v44 = _mm256_unpacklo_epi32(v28, v30);
+                let v45 = _mm256_unpackhi_epi32(v28, v30);
+                let v46 = _mm256_unpacklo_epi32(v29, v31);
+                let v47 = _mm256_unpackhi_epi32(v29, v31);
+                let v48 = _mm256_unpacklo_epi64(v32, v36);
+                let v49 = _mm256_unpackhi_epi64(v32, v36);
+                let v50 = _mm256_unpacklo_epi64(v34, v38);
+                let v51 = _mm256_unpackhi_epi64(v34, v38);
+                let v52 = _mm256_unpacklo_epi64(v33, v37);
+                let v53 = _mm256_unpackhi_epi64(v33, v37);
+                let v54 = _mm256_unpacklo_epi64(v35, v39);
+                let v55 = _mm256_unpackhi_epi64(v35, v39);
+                let v56 = _mm256_unpacklo_epi64(v40, v44);
+                let v57 = _mm256_unpackhi_epi64(v40, v44);
+                let v58 = _mm256_unpacklo_epi64(v42, v46);
+                let v59 = _mm256_unpackhi_epi64(v42, v46);
+                let v60 = _mm256_unpacklo_epi64(v41, v45);
+                let v61 = _mm256_unpackhi_epi64(v41, v45);
+                let v62 = _mm256_unpacklo_epi64(v43, v47);
+                let v63 = _mm256_unpackhi_epi64(v43, v47);
+                let v64 = _mm256_permute2x128_si256(v56, v48, 19);
+                let v65 = _mm256_permute2x128_si256(v56, v48, 2);
+                let v66 = _mm256_permute2x128_si256(v58, v50, 19);
+                let v67 = _mm256_permute2x128_si256(v58, v50, 2);
+                let v68 = _mm256_permute2x128_si256(v60, v52, 19);
+                let v69 = _mm256_permute2x128_si256(v60, v52, 2);
+                let v70 = _mm256_permute2x128_si256(v62, v54, 19);
+                let v71 = _mm256_permute2x128_si256(v62, v54, 2);
+                let v72 = _mm256_permute2x128_si256(v57, v49, 19);
+                let v73 = _mm256_permute2x128_si256(v57, v49, 2);
+                let v74 = _mm256_permute2x128_si256(v59, v51, 19);
+                let v75 = _mm256_permute2x128_si256(v59, v51, 2);
+                let v76 = _mm256_permute2x128_si256(v61, v53, 19);
+                let v77 = _mm256_permute2x128_si256(v61, v53, 2);
+                let v78 = _mm256_permute2x128_si256(v63, v55, 19);
+                let v79 = _mm256_permute2x128_si256(v63, v55, 2);
+                [v65, v73, v69, v77, v67, v75, v71, v79, v64, v72, v68, v76, v66, v74, v70, v78]
+            };
+            let d = d0.add(0 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = d0.add(1 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = d0.add(2 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = d0.add(3 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+            let d = d0.add(4 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[4]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[4]);
+            let d = d0.add(5 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[5]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[5]);
+            let d = d0.add(6 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[6]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[6]);
+            let d = d0.add(7 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[7]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[7]);
+            let d = d0.add(8 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[8]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[8]);
+            let d = d0.add(9 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[9]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[9]);
+            let d = d0.add(10 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[10]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[10]);
+            let d = d0.add(11 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[11]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[11]);
+            let d = d0.add(12 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[12]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[12]);
+            let d = d0.add(13 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[13]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[13]);
+            let d = d0.add(14 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[14]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[14]);
+            let d = d0.add(15 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[15]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[15]);
+        }
+    }
+}
+
 /// 8x8 block of 32-bit elements (source rows anywhere, destination rows anywhere): 24 shuffles, cost 48.
 ///
 /// # Safety
@@ -798,6 +1026,114 @@ pub unsafe fn transpose_8x8_b32_avx2_band(src: *const u8, src_rows: *const usize
     }
 }
 
+/// Line band of 2 stacked 8x8 blocks of 32-bit elements (16 source rows), streamed to whole destination lines; rows at equal steps.
+///
+/// # Safety
+/// The CPU must support `avx2`; source rows `src + r * src_step` (`r < 16 * lines`) readable for `steps * 32` bytes; destination rows `dst + r * dst_step` (`r < steps * 8`), each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_8x8_b32_avx2_band_strided(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, d0) = (src.add(t * 32), dst.add(t * 8 * dst_step));
+        for l in 0..lines {
+            let (s0, o) = (s.add(l * 16 * src_step), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s0.add(0 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(1 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(2 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(3 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s0.add(4 * src_step + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s0.add(5 * src_step + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s0.add(6 * src_step + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s0.add(7 * src_step + 0) as *const __m256i);
+                let v8 = _mm256_unpacklo_epi32(v0, v1);
+                let v9 = _mm256_unpackhi_epi32(v0, v1);
+                let v10 = _mm256_unpacklo_epi32(v2, v3);
+                let v11 = _mm256_unpackhi_epi32(v2, v3);
+                let v12 = _mm256_unpacklo_epi32(v4, v5);
+                let v13 = _mm256_unpackhi_epi32(v4, v5);
+                let v14 = _mm256_unpacklo_epi32(v6, v7);
+                let v15 = _mm256_unpackhi_epi32(v6, v7);
+                let v16 = _mm256_unpacklo_epi64(v8, v10);
+                let v17 = _mm256_unpackhi_epi64(v8, v10);
+                let v18 = _mm256_unpacklo_epi64(v9, v11);
+                let v19 = _mm256_unpackhi_epi64(v9, v11);
+                let v20 = _mm256_unpacklo_epi64(v12, v14);
+                let v21 = _mm256_unpackhi_epi64(v12, v14);
+                let v22 = _mm256_unpacklo_epi64(v13, v15);
+                let v23 = _mm256_unpackhi_epi64(v13, v15);
+                let v24 = _mm256_permute2x128_si256(v20, v16, 19);
+                let v25 = _mm256_permute2x128_si256(v20, v16, 2);
+                let v26 = _mm256_permute2x128_si256(v22, v18, 19);
+                let v27 = _mm256_permute2x128_si256(v22, v18, 2);
+                let v28 = _mm256_permute2x128_si256(v21, v17, 19);
+                let v29 = _mm256_permute2x128_si256(v21, v17, 2);
+                let v30 = _mm256_permute2x128_si256(v23, v19, 19);
+                let v31 = _mm256_permute2x128_si256(v23, v19, 2);
+                [v25, v29, v27, v31, v24, v28, v26, v30]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s0.add(8 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(9 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(10 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(11 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_loadu_si256(s0.add(12 * src_step + 0) as *const __m256i);
+                let v5 = _mm256_loadu_si256(s0.add(13 * src_step + 0) as *const __m256i);
+                let v6 = _mm256_loadu_si256(s0.add(14 * src_step + 0) as *const __m256i);
+                let v7 = _mm256_loadu_si256(s0.add(15 * src_step + 0) as *const __m256i);
+                let v8 = _mm256_unpacklo_epi32(v0, v1);
+                let v9 = _mm256_unpackhi_epi32(v0, v1);
+                let v10 = _mm256_unpacklo_epi32(v2, v3);
+                let v11 = _mm256_unpackhi_epi32(v2, v3);
+                let v12 = _mm256_unpacklo_epi32(v4, v5);
+                let v13 = _mm256_unpackhi_epi32(v4, v5);
+                let v14 = _mm256_unpacklo_epi32(v6, v7);
+                let v15 = _mm256_unpackhi_epi32(v6, v7);
+                let v16 = _mm256_unpacklo_epi64(v8, v10);
+                let v17 = _mm256_unpackhi_epi64(v8, v10);
+                let v18 = _mm256_unpacklo_epi64(v9, v11);
+                let v19 = _mm256_unpackhi_epi64(v9, v11);
+                let v20 = _mm256_unpacklo_epi64(v12, v14);
+                let v21 = _mm256_unpackhi_epi64(v12, v14);
+                let v22 = _mm256_unpacklo_epi64(v13, v15);
+                let v23 = _mm256_unpackhi_epi64(v13, v15);
+                let v24 = _mm256_permute2x128_si256(v20, v16, 19);
+                let v25 = _mm256_permute2x128_si256(v20, v16, 2);
+                let v26 = _mm256_permute2x128_si256(v22, v18, 19);
+                let v27 = _mm256_permute2x128_si256(v22, v18, 2);
+                let v28 = _mm256_permute2x128_si256(v21, v17, 19);
+                let v29 = _mm256_permute2x128_si256(v21, v17, 2);
+                let v30 = _mm256_permute2x128_si256(v23, v19, 19);
+                let v31 = _mm256_permute2x128_si256(v23, v19, 2);
+                [v25, v29, v27, v31, v24, v28, v26, v30]
+            };
+            let d = d0.add(0 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = d0.add(1 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = d0.add(2 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = d0.add(3 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+            let d = d0.add(4 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[4]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[4]);
+            let d = d0.add(5 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[5]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[5]);
+            let d = d0.add(6 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[6]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[6]);
+            let d = d0.add(7 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[7]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[7]);
+        }
+    }
+}
+
 /// 4x4 block of 64-bit elements (source rows anywhere, destination rows anywhere): 8 shuffles, cost 16.
 ///
 /// # Safety
@@ -902,6 +1238,62 @@ pub unsafe fn transpose_4x4_b64_avx2_band(src: *const u8, src_rows: *const usize
     }
 }
 
+/// Line band of 2 stacked 4x4 blocks of 64-bit elements (8 source rows), streamed to whole destination lines; rows at equal steps.
+///
+/// # Safety
+/// The CPU must support `avx2`; source rows `src + r * src_step` (`r < 8 * lines`) readable for `steps * 32` bytes; destination rows `dst + r * dst_step` (`r < steps * 4`), each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_4x4_b64_avx2_band_strided(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, d0) = (src.add(t * 32), dst.add(t * 4 * dst_step));
+        for l in 0..lines {
+            let (s0, o) = (s.add(l * 8 * src_step), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s0.add(0 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(1 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(2 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(3 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_unpacklo_epi64(v0, v1);
+                let v5 = _mm256_unpackhi_epi64(v0, v1);
+                let v6 = _mm256_unpacklo_epi64(v2, v3);
+                let v7 = _mm256_unpackhi_epi64(v2, v3);
+                let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+                let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+                let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+                let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+                [v9, v11, v8, v10]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s0.add(4 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(5 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_loadu_si256(s0.add(6 * src_step + 0) as *const __m256i);
+                let v3 = _mm256_loadu_si256(s0.add(7 * src_step + 0) as *const __m256i);
+                let v4 = _mm256_unpacklo_epi64(v0, v1);
+                let v5 = _mm256_unpackhi_epi64(v0, v1);
+                let v6 = _mm256_unpacklo_epi64(v2, v3);
+                let v7 = _mm256_unpackhi_epi64(v2, v3);
+                let v8 = _mm256_permute2x128_si256(v6, v4, 19);
+                let v9 = _mm256_permute2x128_si256(v6, v4, 2);
+                let v10 = _mm256_permute2x128_si256(v7, v5, 19);
+                let v11 = _mm256_permute2x128_si256(v7, v5, 2);
+                [v9, v11, v8, v10]
+            };
+            let d = d0.add(0 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = d0.add(1 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+            let d = d0.add(2 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[2]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[2]);
+            let d = d0.add(3 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[3]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[3]);
+        }
+    }
+}
+
 /// 2x2 block of 128-bit elements (source rows anywhere, destination rows anywhere): 2 shuffles, cost 4.
 ///
 /// # Safety
@@ -958,6 +1350,40 @@ pub unsafe fn transpose_2x2_b128_avx2_band(src: *const u8, src_rows: *const usiz
             _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
             _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
             let d = dst.add(*rows.add(1) + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
+        }
+    }
+}
+
+/// Line band of 2 stacked 2x2 blocks of 128-bit elements (4 source rows), streamed to whole destination lines; rows at equal steps.
+///
+/// # Safety
+/// The CPU must support `avx2`; source rows `src + r * src_step` (`r < 4 * lines`) readable for `steps * 32` bytes; destination rows `dst + r * dst_step` (`r < steps * 2`), each 64-byte aligned and writable for `64 * lines` bytes.
+#[target_feature(enable = "avx2")]
+pub unsafe fn transpose_2x2_b128_avx2_band_strided(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize) {
+    for t in 0..steps {
+        let (s, d0) = (src.add(t * 32), dst.add(t * 2 * dst_step));
+        for l in 0..lines {
+            let (s0, o) = (s.add(l * 4 * src_step), 64 * l);
+            let t0 = {
+                let v0 = _mm256_loadu_si256(s0.add(0 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(1 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_permute2x128_si256(v1, v0, 19);
+                let v3 = _mm256_permute2x128_si256(v1, v0, 2);
+                [v3, v2]
+            };
+            let t1 = {
+                let v0 = _mm256_loadu_si256(s0.add(2 * src_step + 0) as *const __m256i);
+                let v1 = _mm256_loadu_si256(s0.add(3 * src_step + 0) as *const __m256i);
+                let v2 = _mm256_permute2x128_si256(v1, v0, 19);
+                let v3 = _mm256_permute2x128_si256(v1, v0, 2);
+                [v3, v2]
+            };
+            let d = d0.add(0 * dst_step + o);
+            _mm256_stream_si256(d.add(0) as *mut __m256i, t0[0]);
+            _mm256_stream_si256(d.add(32) as *mut __m256i, t1[0]);
+            let d = d0.add(1 * dst_step + o);
             _mm256_stream_si256(d.add(0) as *mut __m256i, t0[1]);
             _mm256_stream_si256(d.add(32) as *mut __m256i, t1[1]);
         }

@@ -30,12 +30,14 @@ fn avx2_square_kernels_have_line_bands() {
                 .iter()
                 .find(|k| k.elem_bytes == es && !k.src_contiguous && !k.dst_contiguous);
             assert!(
-                k.is_some_and(|k| k.band.is_some()),
+                k.is_some_and(|k| k.band.is_some() && k.band_strided.is_some()),
                 "no AVX2 line band for {es}-byte elements"
             );
         }
     }
-    assert!(avx2.iter().all(|k| k.band.is_none() || k.elem_bytes > 1));
+    assert!(avx2
+        .iter()
+        .all(|k| (k.band.is_none() || k.elem_bytes > 1) && k.band.is_some() == k.band_strided.is_some()));
 }
 
 #[test]

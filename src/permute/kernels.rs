@@ -122,6 +122,7 @@ fn generated_tile(family: KernelFamily, elem_bytes: usize, count_a: usize, count
         trusted: k.trusted,
         strided: k.strided,
         band: k.band,
+        band_strided: k.band_strided,
         src_contiguous: k.src_contiguous,
         dst_contiguous: k.dst_contiguous,
     })
@@ -147,6 +148,12 @@ pub type StridedTileFn = unsafe fn(src: *const u8, src_stride: usize, dst: *mut 
 pub type BandFn =
     unsafe fn(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize);
 
+/// [`BandFn`] for rows at equal steps: source row `r` (of `64 / es * lines`)
+/// at `src + r * src_step`, destination row `r` (of `steps * na`) at
+/// `dst + r * dst_step`. No offset tables to load.
+pub type BandStridedFn =
+    unsafe fn(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize);
+
 #[derive(Clone, Copy)]
 pub struct TileKernel {
     /// Elements per source row (= destination rows).
@@ -161,6 +168,8 @@ pub struct TileKernel {
     pub strided: Option<StridedTileFn>,
     /// The kernel's line band (x86 square kernels whose destination rows are one register).
     pub band: Option<BandFn>,
+    /// The same band with rows at equal steps (present where `band` is).
+    pub band_strided: Option<BandStridedFn>,
     /// The kernel expects source rows back to back.
     pub src_contiguous: bool,
     /// The kernel expects destination rows back to back.
@@ -211,6 +220,7 @@ fn portable_tile(elem_bytes: usize) -> Option<TileKernel> {
         trusted: None,
         strided: None,
         band: None,
+        band_strided: None,
         src_contiguous: false,
         dst_contiguous: false,
     })

@@ -2,7 +2,7 @@
 //! registry the dispatcher reads. Each file is compiled on its architecture
 //! only; a kernel is called only after `cpu_features()` has confirmed its ISA.
 
-use super::kernels::{BandFn, StridedTileFn, TileFn};
+use super::kernels::{BandFn, BandStridedFn, StridedTileFn, TileFn};
 
 /// One generated kernel and the block it handles (see [`TileFn`]).
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +29,8 @@ pub struct GenKernel {
     /// For square kernels on x86 whose destination rows are one register
     /// each: the line band with streaming stores (see [`BandFn`]).
     pub band: Option<BandFn>,
+    /// The line band with rows at equal steps (see [`BandStridedFn`]).
+    pub band_strided: Option<BandStridedFn>,
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -124,31 +124,67 @@ pub fn check_strided_kernel(k: &GenKernel, gap: usize, seed: u64) -> Result<(), 
 pub fn check_band_kernel(k: &GenKernel, steps: usize, lines: usize, seed: u64) -> Result<(), String> {
     let Some(band) = k.band else { return Ok(()) };
     let es = k.elem_bytes;
-    let line_rows = 64 / es;
-    let n_src = line_rows * lines;
+    let n_src = 64 / es * lines;
     let src_rows = row_offsets(n_src, steps * k.na * es, false, 5);
-    let src = random_bytes(src_rows[n_src - 1] + steps * k.na * es + 64, seed);
     // Destination rows a line or more apart, in a scrambled order.
     let n_dst = steps * k.na;
     let pitch = 64 * lines + 64 * (1 + seed as usize % 3);
     let dst_rows: Vec<usize> = (0..n_dst).map(|i| ((i * 5) % n_dst) * pitch).collect();
-    let dst_len = n_dst * pitch + 64;
+    check_band_output(k, steps, lines, seed, "band", &src_rows, &dst_rows, |src, dst| {
+        // SAFETY: the family is available (checked by callers); every source row
+        // holds `steps * na` elements, every destination row is 64-byte aligned
+        // and holds `64 * lines` bytes inside the buffer.
+        unsafe { band(src, src_rows.as_ptr(), dst, dst_rows.as_ptr(), steps, lines) }
+    })
+}
+
+/// The strided line band of kernel `k` (if it has one): source rows an odd
+/// number of bytes apart from an odd start, destination rows whole lines
+/// apart; checked as [`check_band_kernel`].
+pub fn check_band_strided_kernel(k: &GenKernel, steps: usize, lines: usize, seed: u64) -> Result<(), String> {
+    let Some(band) = k.band_strided else { return Ok(()) };
+    let es = k.elem_bytes;
+    let src_step = steps * k.na * es + 3;
+    let src_rows: Vec<usize> = (0..64 / es * lines).map(|r| 5 + r * src_step).collect();
+    let dst_step = 64 * lines + 64 * (1 + seed as usize % 2);
+    let dst_rows: Vec<usize> = (0..steps * k.na).map(|r| 128 + r * dst_step).collect();
+    check_band_output(
+        k,
+        steps,
+        lines,
+        seed,
+        "strided band",
+        &src_rows,
+        &dst_rows,
+        |src, dst| {
+            // SAFETY: as in `check_band_kernel`; the rows lie at the steps given.
+            unsafe { band(src.add(5), src_step, dst.add(128), dst_step, steps, lines) }
+        },
+    )
+}
+
+/// Runs a band (`run(src, dst)`) into poisoned buffers and compares every
+/// byte with the transpose the row tables name.
+#[allow(clippy::too_many_arguments)]
+fn check_band_output(
+    k: &GenKernel,
+    steps: usize,
+    lines: usize,
+    seed: u64,
+    what: &str,
+    src_rows: &[usize],
+    dst_rows: &[usize],
+    run: impl Fn(*const u8, *mut u8),
+) -> Result<(), String> {
+    let es = k.elem_bytes;
+    let line_rows = 64 / es;
+    let src_len = src_rows.iter().max().unwrap() + steps * k.na * es + 64;
+    let src = random_bytes(src_len, seed);
+    let dst_len = dst_rows.iter().max().unwrap() + 64 * lines + 64;
     for poison in [0xA5u8, 0x5A] {
         let mut buf = vec![poison; dst_len + 64];
         let base = buf.as_ptr().align_offset(64);
-        // SAFETY: the family is available (checked by callers); every source row
-        // holds `steps * na` elements, every destination row is 64-byte aligned
-        // and holds `64 * lines` bytes inside `buf`.
-        unsafe {
-            band(
-                src.as_ptr(),
-                src_rows.as_ptr(),
-                buf.as_mut_ptr().add(base),
-                dst_rows.as_ptr(),
-                steps,
-                lines,
-            )
-        };
+        run(src.as_ptr(), buf[base..].as_mut_ptr());
         vlkernels::permute::stream_fence();
         let dst = &buf[base..base + dst_len];
         let mut expect = vec![poison; dst_len];
@@ -163,7 +199,7 @@ pub fn check_band_kernel(k: &GenKernel, steps: usize, lines: usize, seed: u64) -
         }
         if let Some(pos) = dst.iter().zip(&expect).position(|(a, b)| a != b) {
             return Err(format!(
-                "{} band ({steps} steps, {lines} lines, poison {poison:#x}): first wrong byte at {pos}",
+                "{} {what} ({steps} steps, {lines} lines, poison {poison:#x}): first wrong byte at {pos}",
                 k.name
             ));
         }
@@ -188,7 +224,8 @@ pub fn check_all_kernels() -> Result<usize, String> {
                 }
                 for (steps, lines) in [(1, 1), (3, 1), (2, 3), (5, 8)] {
                     check_band_kernel(k, steps, lines, 41 + (steps * 10 + lines) as u64 + k.na as u64)?;
-                    runs += usize::from(k.band.is_some());
+                    check_band_strided_kernel(k, steps, lines, 43 + (steps * 10 + lines) as u64 + k.na as u64)?;
+                    runs += usize::from(k.band.is_some()) + usize::from(k.band_strided.is_some());
                 }
             }
         }
