@@ -136,6 +136,20 @@ fn bench_memory_prints_every_pattern_on_one_and_two_threads() {
             assert!(table.contains(row), "{threads} thread(s): no row {row:?} in\n{table}");
         }
         assert_eq!(table.contains("read, sequential"), threads == "1", "{table}");
+        // The block rows run on one thread where the CPU has AVX2, and say so where not.
+        let skipped = String::from_utf8_lossy(&o.stderr).contains("block rows need AVX2");
+        for row in [
+            "96×96 f32 blocks: copied front to back (streamed)",
+            "96×96 f32 blocks: a transpose's lines, no shuffles",
+            "96×96 f32 blocks: transposed in registers (streamed)",
+            "96×96 f32 blocks: transposed (vlkernels::permute)",
+        ] {
+            assert_eq!(
+                table.contains(row),
+                threads == "1" && !skipped,
+                "{threads} thread(s), {row:?}:\n{table}"
+            );
+        }
         assert_eq!(
             table.contains("copy with ordinary stores, sequential"),
             threads == "1",

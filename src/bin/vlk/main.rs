@@ -5,6 +5,7 @@ mod bench;
 mod kernels_bench;
 mod logits_cmd;
 mod memory_bench;
+mod memory_blocks;
 mod moe_bench;
 mod moe_bench_cuda;
 mod numpy_compare;

@@ -8,9 +8,12 @@
 //! shuffles, and of whole-row bands with no staging cost at all, beside the
 //! engine's own transpose of the same buffers: how close any transpose built on
 //! cache-staged tiles (or, at best, on bands of whole rows) can come to a copy.
+//! Last, one core's walks of 96 × 96 f32 blocks (see `memory_blocks`): a copy
+//! of the blocks, the same lines in a transpose's order, and transposes.
 
 use std::time::Instant;
 
+use super::memory_blocks::{self, BlockWalk, BLOCK_BYTES, SIDE};
 use vlkernels::buffer::huge_page_buffer;
 use vlkernels::permute::{stream_copy, stream_fence};
 use vlkernels::{Error, Result};
@@ -71,6 +74,11 @@ enum Pattern {
     /// The engine's own transpose of the same buffers as `elem`-byte elements (f32:
     /// rows × 7264 → 7264 × rows; bf16: rows × 14528 → 14528 × rows).
     Transpose { elem: usize },
+    /// The buffer's whole 96 × 96 f32 blocks, each into the same block of the
+    /// destination, walked as `memory_blocks` describes.
+    Blocks(BlockWalk),
+    /// The engine's transpose of every block: (blocks, 96, 96) → (0, 2, 1).
+    BlocksTransposed,
 }
 
 impl Pattern {
@@ -92,18 +100,22 @@ impl Pattern {
                 format!("transpose traffic, unstaged: bands of {band} whole rows")
             }
             Pattern::Transpose { elem } => format!("transpose (vlkernels::permute, {})", elem_name(elem)),
+            Pattern::Blocks(how) => how.name().into(),
+            Pattern::BlocksTransposed => "96×96 f32 blocks: transposed (vlkernels::permute)".into(),
         }
     }
 
-    /// Bytes the pattern touches, as a multiple of the buffer: 1 for a read or a
-    /// write alone, 2 for patterns that read the source and write the destination.
-    fn sides(self) -> usize {
+    /// Bytes the pattern touches in a buffer of `bytes`: the buffer once for a
+    /// read or a write alone, twice for patterns that read the source and write
+    /// the destination (the block rows: their whole blocks, twice).
+    fn touched(self, bytes: usize) -> usize {
         match self {
             Pattern::CopyOrdinary
             | Pattern::StagedTile { .. }
             | Pattern::UnstagedBands { .. }
-            | Pattern::Transpose { .. } => 2,
-            _ => 1,
+            | Pattern::Transpose { .. } => 2 * bytes,
+            Pattern::Blocks(_) | Pattern::BlocksTransposed => 2 * (bytes / BLOCK_BYTES * BLOCK_BYTES),
+            _ => bytes,
         }
     }
 }
@@ -181,10 +193,20 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         tile(4096, 64, 2),
         Pattern::Transpose { elem: 2 },
     ];
-    let patterns: Vec<Pattern> = if threads == 1 {
-        one_sided.iter().chain(&traffic).copied().collect()
+    let blocks: Vec<Pattern> = if memory_blocks::available() {
+        [BlockWalk::Copy, BlockWalk::Lines, BlockWalk::Registers]
+            .map(Pattern::Blocks)
+            .into_iter()
+            .chain([Pattern::BlocksTransposed])
+            .collect()
     } else {
-        eprintln!("note: the one-sided read and write patterns describe one core; with --threads {threads} only the traffic rows run");
+        eprintln!("note: the 96×96 f32 block rows need AVX2 streaming stores; this CPU has none, so they are skipped");
+        Vec::new()
+    };
+    let patterns: Vec<Pattern> = if threads == 1 {
+        one_sided.iter().chain(&traffic).chain(&blocks).copied().collect()
+    } else {
+        eprintln!("note: the one-sided read and write patterns and the block rows describe one core; with --threads {threads} only the traffic rows run");
         traffic.to_vec()
     };
     let plan = |elem: usize| {
@@ -196,6 +218,12 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         )
     };
     let plans = [plan(4)?, plan(2)?];
+    let block_plan = vlkernels::PermutePlan::new(
+        &[bytes / BLOCK_BYTES, SIDE, SIDE],
+        &[0, 2, 1],
+        4,
+        &vlkernels::PermuteOptions::default().with_threads(1),
+    )?;
     println!(
         "{threads} thread(s), {} MiB buffers seen as {rows} rows of {ROW_BYTES} B; GiB/s of bytes touched; memcpy ({threads} thread(s), a contiguous share each) counts read + written",
         bytes >> 20
@@ -212,13 +240,13 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
             parallel_copy(&src, &mut copy, threads);
             t_copy.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
-            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, threads, &plans)?);
+            sink = sink.wrapping_add(probe(p, &src, &mut dst, rows, threads, &plans, &block_plan)?);
             t_probe.push(t.elapsed().as_secs_f64());
         }
         // The first round warms up (page faults, frequency).
         let (tc, tp) = (median(&t_copy[1..]), median(&t_probe[1..]));
         let gib = |b: usize, s: f64| b as f64 / s / (1u64 << 30) as f64;
-        let (probe_gibs, copy_gibs) = (gib(p.sides() * bytes, tp), gib(2 * bytes, tc));
+        let (probe_gibs, copy_gibs) = (gib(p.touched(bytes), tp), gib(2 * bytes, tc));
         println!(
             "{:<62} {:>10.2} {:>14.2} {:>10.2}",
             p.name(),
@@ -255,6 +283,7 @@ fn probe(
     rows: usize,
     threads: usize,
     plans: &[vlkernels::PermutePlan],
+    block_plan: &vlkernels::PermutePlan,
 ) -> Result<u64> {
     Ok(match p {
         Pattern::ReadSequential => read_rows(src, rows, 1, ROW_BYTES),
@@ -290,6 +319,18 @@ fn probe(
                 .find(|p| p.elem_bytes() == elem)
                 .expect("a plan per element size");
             plan.execute_bytes(src, dst)?;
+            0
+        }
+        Pattern::Blocks(how) => {
+            // Listed only where the walks run; the buffers start on huge pages.
+            if !memory_blocks::walk(how, src, dst) {
+                return Err(Error::Unavailable(format!("{}: needs AVX2", how.name())));
+            }
+            0
+        }
+        Pattern::BlocksTransposed => {
+            let n = src.len() / BLOCK_BYTES * BLOCK_BYTES;
+            block_plan.execute_bytes(&src[..n], &mut dst[..n])?;
             0
         }
     })
