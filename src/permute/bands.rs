@@ -311,8 +311,7 @@ pub(crate) unsafe fn transpose_bands(
     let step_b = es * dims[dst_group[0]].src_stride;
     // The strided band takes the destination rows a run of the source group's
     // first axis at a time: runs a whole number of kernel steps long (or one
-    // axis, one run per chunk).
-    // Over the 37 banded HPTT cases (f32, 1 thread, alternating in one process)
+    // axis, one run per chunk). Over the 37 banded HPTT cases (f32, 1 thread, alternating in one process)
     // a call per run measured a geomean of 0.705–0.709 × memcpy against
     // 0.686–0.699 for the tables; runs of 32 elements gained as well.
     let run = if linear_a { count_a } else { dims[src_group[0]].extent };
@@ -325,11 +324,11 @@ pub(crate) unsafe fn transpose_bands(
         let scr_rows: Vec<usize> = (0..kernel.na).map(|i| i * 64 * lines).collect();
         let (mut src_rows, mut dst_rows) = (Vec::with_capacity(height), Vec::with_capacity(chunk));
         let mut next_rows = Vec::with_capacity(height);
-        // A one-axis source group shares one table of destination rows, shifted
-        // by the chunk's start; others build the chunk's table when it changes.
         // Whether the band's source rows lie at equal steps, so the strided
         // band can take them without tables.
         let mut src_even = false;
+        // A one-axis source group shares one table of destination rows, shifted
+        // by the chunk's start; others build the chunk's table when it changes.
         if linear_a {
             group_offsets(dims, src_group, es, 0, chunk.min(count_a), false, &mut dst_rows);
         }
