@@ -31,7 +31,7 @@
 //! the next chunk, so each destination row is finished within a short time);
 //! [`walk_across`] picks, and `vlk tune` tries both.
 
-use super::exec::{group_offsets, parallel, split_groups, tile, EdgeScratch, Odometer, Ptrs};
+use super::exec::{at_equal_steps, group_offsets, parallel, split_groups, tile, EdgeScratch, Odometer, Ptrs};
 use super::kernels::{self, KernelFamily, TileKernel};
 use super::plan::{BlockOrder, Dim};
 
@@ -350,7 +350,7 @@ pub(crate) unsafe fn transpose_bands(
             }
             if j != cached_band {
                 group_offsets(dims, dst_group, es, b0, nb, true, &mut src_rows);
-                src_even = arithmetic(&src_rows, step_b);
+                src_even = at_equal_steps(&src_rows, step_b);
                 // Without prefetching the table stays empty.
                 if bands.prefetch {
                     let next = (b0 + nb).min(count_b);
@@ -463,13 +463,6 @@ pub(crate) unsafe fn transpose_bands(
         super::copy::stream_fence();
     });
     true
-}
-
-/// Whether the offsets in `rows` step by `step` from the first.
-fn arithmetic(rows: &[usize], step: usize) -> bool {
-    rows.iter()
-        .enumerate()
-        .all(|(k, &o)| o == rows[0].wrapping_add(k * step))
 }
 
 /// A strip of the transpose (a band with fewer rows than a line, or the last

@@ -463,6 +463,14 @@ unsafe fn gather<E: Copy>(dims: &[Dim], es: usize, p: Ptrs, threads: usize) {
     });
 }
 
+/// Whether the offsets in `rows` step by `step` from the first (rows the
+/// strided kernels can take without an offset table).
+pub(crate) fn at_equal_steps(rows: &[usize], step: usize) -> bool {
+    rows.iter()
+        .enumerate()
+        .all(|(k, &o)| o == rows[0].wrapping_add(k * step))
+}
+
 /// Byte offsets of flattened indices `start..start+n` of a group of axes
 /// (members innermost first), for the source or the destination side.
 /// One division per member for the start, then a carry-propagating count.
@@ -720,18 +728,18 @@ unsafe fn transpose<E: Copy>(
             // whole tile: a call per row cost as much as its few moves (the staged
             // 5-D reversals of the HPTT suite 0.42 → 0.50 × memcpy, the all-2
             // reversal 0.79 → 0.97; 1 thread, alternating in one process).
+            // A block-ordered stage: each row's pieces, `pass` bytes apart.
+            let (piece, blk) = blocked.map_or((0, 0), |k| (k.nb * es, k.na * k.nb * es));
+            let pass = blocked.map_or(0, |k| (ta / k.na) * blk);
             if non_temporal && !carry_lines {
                 match blocked {
                     Some(k) => {
-                        let (piece, blk) = (k.nb * es, k.na * k.nb * es);
-                        let pass = (ta / k.na) * blk;
-                        let pieces = tb / k.nb;
                         stream_gathered_rows(
                             stage_base,
                             k.na,
                             blk,
                             pass,
-                            pieces,
+                            tb / k.nb,
                             piece,
                             dst,
                             dst_rows,
@@ -748,10 +756,8 @@ unsafe fn transpose<E: Copy>(
                 // The row in the stage: contiguous, or the pieces of a block-ordered stage.
                 let row = match blocked {
                     Some(k) => {
-                        let (piece, blk) = (k.nb * es, k.na * k.nb * es);
                         let from = stage_base.add((i / k.na) * blk + (i % k.na) * piece);
-                        let pass_bytes = (ta / k.na) * blk;
-                        gather_pieces(from, pass_bytes, tb / k.nb, piece, gather_row.as_mut_ptr());
+                        gather_pieces(from, pass, tb / k.nb, piece, gather_row.as_mut_ptr());
                         gather_row.as_ptr()
                     }
                     None => stage_base.add(stage_rows[i]),
@@ -886,11 +892,7 @@ unsafe fn tile_into_blocked_stage(
     for b in (0..src_rows.len()).step_by(k.nb) {
         prefetch_pass_ahead(src, src_rows, b, k.nb, ta * es);
         let rows = &src_rows[b..b + k.nb];
-        let even = rows
-            .iter()
-            .enumerate()
-            .all(|(j, &r)| r == rows[0].wrapping_add(j * src_step));
-        match k.strided.filter(|_| even) {
+        match k.strided.filter(|_| at_equal_steps(rows, src_step)) {
             Some(f) => {
                 let s = src.add(rows[0]);
                 for a in (0..ta).step_by(k.na) {

@@ -15,7 +15,8 @@ pub const BLOCK_BYTES: usize = SIDE * SIDE * 4;
 /// How a walk moves each block of the source into the same block of the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockWalk {
-    /// Lines front to back, streamed: a copy, the same traffic as the transpose.
+    /// Each block copied by the library's streamed copy (`stream_copy`): the
+    /// same traffic as the transpose, front to back.
     Copy,
     /// Whole lines in a transpose's order, no shuffles: source line `(c, l)`
     /// (row `c`, elements `16 l ..`) goes to destination line `(16 l + c % 16, c / 16)`.
@@ -85,21 +86,20 @@ mod avx2 {
             // The last block prefetches itself (harmless, and never past the buffer).
             let next = src.add((b + 1).min(blocks - 1) * BLOCK_BYTES);
             match how {
-                BlockWalk::Copy => copy(s, d),
+                BlockWalk::Copy => {
+                    // The library's streamed copy (its fence is the walk's, below).
+                    let (from, to) = (
+                        std::slice::from_raw_parts(s, BLOCK_BYTES),
+                        std::slice::from_raw_parts_mut(d, BLOCK_BYTES),
+                    );
+                    vlkernels::permute::stream_copy(from, to).expect("equal lengths");
+                }
                 BlockWalk::Lines => lines(s, d, next),
                 // 16 source rows per destination line, 8 destination rows per step.
                 BlockWalk::Registers => band(s, ROW, d, ROW, SIDE / 8, SIDE / 16),
             }
         }
         _mm_sfence();
-    }
-
-    #[inline(always)]
-    unsafe fn copy(s: *const u8, d: *mut u8) {
-        for o in (0..BLOCK_BYTES).step_by(64) {
-            let (v0, v1) = (load(s.add(o)), load(s.add(o + 32)));
-            stream(d.add(o), v0, v1);
-        }
     }
 
     #[inline(always)]
