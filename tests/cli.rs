@@ -141,6 +141,7 @@ fn bench_memory_prints_every_pattern_on_one_and_two_threads() {
         for row in [
             "96×96 f32 blocks: copied front to back (streamed)",
             "96×96 f32 blocks: a transpose's lines, no shuffles",
+            "96×96 f32 blocks: the band's half lines, no shuffles",
             "96×96 f32 blocks: transposed in registers (streamed)",
             "96×96 f32 blocks: transposed (vlkernels::permute)",
         ] {

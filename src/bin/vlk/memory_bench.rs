@@ -194,11 +194,16 @@ pub fn run(args: MemoryBenchArgs) -> Result<()> {
         Pattern::Transpose { elem: 2 },
     ];
     let blocks: Vec<Pattern> = if memory_blocks::available() {
-        [BlockWalk::Copy, BlockWalk::Lines, BlockWalk::Registers]
-            .map(Pattern::Blocks)
-            .into_iter()
-            .chain([Pattern::BlocksTransposed])
-            .collect()
+        [
+            BlockWalk::Copy,
+            BlockWalk::Lines,
+            BlockWalk::HalfLines,
+            BlockWalk::Registers,
+        ]
+        .map(Pattern::Blocks)
+        .into_iter()
+        .chain([Pattern::BlocksTransposed])
+        .collect()
     } else {
         eprintln!("note: the 96×96 f32 block rows need AVX2 streaming stores; this CPU has none, so they are skipped");
         Vec::new()

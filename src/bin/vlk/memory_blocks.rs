@@ -1,11 +1,14 @@
 //! The 96 × 96 f32 block rows of `vlk bench memory`: the easiest transpose
 //! there is, a batch of blocks of 36 KiB that are contiguous on both sides
-//! (as in (75,75,96,96)→(1,0,3,2)), walked three ways by one core. Copying
+//! (as in (75,75,96,96)→(1,0,3,2)), walked four ways by one core. Copying
 //! the blocks front to back moves the same bytes as the transpose; moving
 //! the same whole lines in a transpose's order, with no shuffles, shows what
 //! the order alone costs (it prefetches the next block, a line at a time,
 //! while it works on the current one); transposing in registers (the
-//! generated f32 line band, one call per block) adds the shuffles.
+//! generated f32 line band, one call per block) adds the shuffles; and the
+//! band's own order without its shuffles (32-byte halves of 16 source rows
+//! per step, as 16 AVX2 registers allow) separates the shuffles' cost from
+//! the order's.
 
 /// Elements per block side.
 pub const SIDE: usize = 96;
@@ -24,6 +27,12 @@ pub enum BlockWalk {
     /// A transpose by the generated f32 line band (`band_strided`), 8 × 8 blocks
     /// in registers, each destination line streamed whole; one call per block.
     Registers,
+    /// The band's loads and stores without its shuffles: each step loads the
+    /// same 32-byte half of 16 source rows and streams 8 whole destination lines
+    /// of them; the other half of each source line comes a step later.
+    /// Destination line `(8 t + j, l)` holds the halves `t` of source rows
+    /// `16 l + j` and `16 l + 8 + j`.
+    HalfLines,
 }
 
 impl BlockWalk {
@@ -32,6 +41,7 @@ impl BlockWalk {
             BlockWalk::Copy => "96×96 f32 blocks: copied front to back (streamed)",
             BlockWalk::Lines => "96×96 f32 blocks: a transpose's lines, no shuffles",
             BlockWalk::Registers => "96×96 f32 blocks: transposed in registers (streamed)",
+            BlockWalk::HalfLines => "96×96 f32 blocks: the band's half lines, no shuffles",
         }
     }
 }
@@ -97,6 +107,7 @@ mod avx2 {
                 BlockWalk::Lines => lines(s, d, next),
                 // 16 source rows per destination line, 8 destination rows per step.
                 BlockWalk::Registers => band(s, ROW, d, ROW, SIDE / 8, SIDE / 16),
+                BlockWalk::HalfLines => half_lines(s, d),
             }
         }
         _mm_sfence();
@@ -112,6 +123,24 @@ mod avx2 {
                     let from = s.add((c0 + k) * ROW + d0 * 4);
                     let (v0, v1) = (load(from), load(from.add(32)));
                     stream(d.add((d0 + k) * ROW + c0 * 4), v0, v1);
+                }
+            }
+        }
+    }
+
+    /// The band's order (steps of 32-byte column halves, 16 rows per line)
+    /// with each destination line made of two loaded halves as they are.
+    #[inline(always)]
+    unsafe fn half_lines(s: *const u8, d: *mut u8) {
+        for t in 0..SIDE / 8 {
+            for l in 0..SIDE / 16 {
+                let from = s.add(l * 16 * ROW + t * 32);
+                let mut v = [_mm256_setzero_si256(); 16];
+                for (r, v) in v.iter_mut().enumerate() {
+                    *v = load(from.add(r * ROW));
+                }
+                for j in 0..8 {
+                    stream(d.add((t * 8 + j) * ROW + l * 64), v[j], v[8 + j]);
                 }
             }
         }
@@ -153,7 +182,12 @@ mod tests {
     #[test]
     fn every_walk_moves_the_bytes_it_claims() {
         let blocks = 3;
-        for how in [BlockWalk::Copy, BlockWalk::Lines, BlockWalk::Registers] {
+        for how in [
+            BlockWalk::Copy,
+            BlockWalk::Lines,
+            BlockWalk::Registers,
+            BlockWalk::HalfLines,
+        ] {
             let (src, mut dst, at) = buffers(blocks);
             let out = &mut dst[at..at + blocks * BLOCK_BYTES];
             if !walk(how, &src, out) {
@@ -171,6 +205,10 @@ mod tests {
                             BlockWalk::Registers => c * row + r * 4,
                             // Destination line (r, c / 16) holds source line (16 (c / 16) + r % 16, r / 16).
                             BlockWalk::Lines => (c / 16 * 16 + r % 16) * row + (r / 16 * 16 + c % 16) * 4,
+                            // Destination (8 t + j, 16 l + e) holds source (16 l + j + 8 (e / 8), 8 t + e % 8).
+                            BlockWalk::HalfLines => {
+                                (c / 16 * 16 + r % 8 + 8 * (c % 16 / 8)) * row + (r / 8 * 8 + c % 8) * 4
+                            }
                         };
                         let got = r * row + c * 4;
                         assert_eq!(&d[got..got + 4], &s[want..want + 4], "{how:?} block {b} ({r}, {c})");
