@@ -507,81 +507,61 @@ fn band_fn(p: &Problem, net: &Network, strided: bool) -> String {
     let tiles = 64 / row_bytes;
     let line_rows = tiles * p.nb;
     let vbytes = p.isa.vector_bits() / 8;
+    let (step_bytes, na) = (p.na * es, p.na);
+    // The two forms differ only in how rows are addressed: tables or equal steps.
+    let rows = if strided {
+        BandRows {
+            doc_suffix: "; rows at equal steps",
+            safety_rows: format!(
+                "source rows `src + r * src_step` (`r < {line_rows} * lines`) readable for `steps * {step_bytes}` bytes; destination rows `dst + r * dst_step` (`r < steps * {na}`)"
+            ),
+            name_suffix: "_band_strided",
+            params: "src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize",
+            per_step: format!("let (s, d0) = (src.add(t * {step_bytes}), dst.add(t * {na} * dst_step));"),
+            per_line: format!("let (s0, o) = (s.add(l * {line_rows} * src_step), 64 * l);"),
+            src_row: |r, off| format!("s0.add({r} * src_step + {off})"),
+            dst_row: |i| format!("d0.add({i} * dst_step + o)"),
+        }
+    } else {
+        BandRows {
+            doc_suffix: "",
+            safety_rows: format!(
+                "`src_rows` names `{line_rows} * lines` source rows readable for `steps * {step_bytes}` bytes; `dst_rows` names `steps * {na}` destination rows"
+            ),
+            name_suffix: "_band",
+            params: "src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize",
+            per_step: format!("let (s, rows) = (src.add(t * {step_bytes}), dst_rows.add(t * {na}));"),
+            per_line: format!("let (sr, o) = (src_rows.add(l * {line_rows}), 64 * l);"),
+            src_row: |r, off| format!("s.add(*sr.add({r}) + {off})"),
+            dst_row: |i| format!("dst.add(*rows.add({i}) + o)"),
+        }
+    };
     let mut out = String::new();
     let doc = format!(
         "/// Line band of {tiles} stacked {}x{} blocks of {}-bit elements ({line_rows} source rows), streamed to whole destination lines{}.",
-        p.nb,
-        p.na,
-        p.elem_bits,
-        if strided { "; rows at equal steps" } else { "" }
+        p.nb, p.na, p.elem_bits, rows.doc_suffix
     );
-    let safety = if strided {
-        format!(
-            "The CPU must support `{}`; source rows `src + r * src_step` (`r < {line_rows} * lines`) readable for `steps * {}` bytes; destination rows `dst + r * dst_step` (`r < steps * {}`), each 64-byte aligned and writable for `64 * lines` bytes.",
-            target_features(p.isa),
-            p.na * es,
-            p.na
-        )
-    } else {
-        format!(
-            "The CPU must support `{}`; `src_rows` names `{line_rows} * lines` source rows readable for `steps * {}` bytes; `dst_rows` names `steps * {}` destination rows, each 64-byte aligned and writable for `64 * lines` bytes.",
-            target_features(p.isa),
-            p.na * es,
-            p.na
-        )
-    };
+    let safety = format!(
+        "The CPU must support `{}`; {}, each 64-byte aligned and writable for `64 * lines` bytes.",
+        target_features(p.isa),
+        rows.safety_rows
+    );
     fn_header(&mut out, &doc, &safety, p.isa);
-    if strided {
-        let _ = writeln!(
-            out,
-            "pub unsafe fn {}_band_strided(src: *const u8, src_step: usize, dst: *mut u8, dst_step: usize, steps: usize, lines: usize) {{",
-            p.fn_name()
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "pub unsafe fn {}_band(src: *const u8, src_rows: *const usize, dst: *mut u8, dst_rows: *const usize, steps: usize, lines: usize) {{",
-            p.fn_name()
-        );
-    }
+    let _ = writeln!(
+        out,
+        "pub unsafe fn {}{}({}, steps: usize, lines: usize) {{",
+        p.fn_name(),
+        rows.name_suffix,
+        rows.params
+    );
     let _ = writeln!(out, "    for t in 0..steps {{");
-    if strided {
-        let _ = writeln!(
-            out,
-            "        let (s, d0) = (src.add(t * {}), dst.add(t * {} * dst_step));",
-            p.na * es,
-            p.na
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "        let (s, rows) = (src.add(t * {}), dst_rows.add(t * {}));",
-            p.na * es,
-            p.na
-        );
-    }
+    let _ = writeln!(out, "        {}", rows.per_step);
     let _ = writeln!(out, "        for l in 0..lines {{");
-    if strided {
-        let _ = writeln!(
-            out,
-            "            let (s0, o) = (s.add(l * {line_rows} * src_step), 64 * l);"
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "            let (sr, o) = (src_rows.add(l * {line_rows}), 64 * l);"
-        );
-    }
+    let _ = writeln!(out, "            {}", rows.per_line);
     let mut row_vars: Vec<Vec<String>> = Vec::new();
     for u in 0..tiles {
         let mut body = String::new();
-        let src = |j: usize, off: usize| {
-            if strided {
-                format!("s0.add({} * src_step + {off})", u * p.nb + j)
-            } else {
-                format!("s.add(*sr.add({}) + {off})", u * p.nb + j)
-            }
-        };
+        let src = |j: usize, off: usize| (rows.src_row)(u * p.nb + j, off);
         let values = block_values(p, net, &src, &mut body);
         let _ = writeln!(out, "            let t{u} = {{");
         for line in body.lines() {
@@ -593,11 +573,7 @@ fn band_fn(p: &Problem, net: &Network, strided: bool) -> String {
     }
     // Each destination line whole, its pieces back to back.
     for i in 0..p.na {
-        if strided {
-            let _ = writeln!(out, "            let d = d0.add({i} * dst_step + o);");
-        } else {
-            let _ = writeln!(out, "            let d = dst.add(*rows.add({i}) + o);");
-        }
+        let _ = writeln!(out, "            let d = {};", (rows.dst_row)(i));
         for (u, vars) in row_vars.iter().enumerate() {
             let ptr = format!("d.add({})", u * row_bytes);
             let _ = writeln!(out, "            {}", stream_store(p.isa, vbytes, &vars[i], &ptr));
@@ -605,6 +581,23 @@ fn band_fn(p: &Problem, net: &Network, strided: bool) -> String {
     }
     out.push_str("        }\n    }\n}\n");
     out
+}
+
+/// How a line band addresses its rows: the text that differs between the
+/// table form (`_band`) and the equal-steps form (`_band_strided`).
+struct BandRows {
+    doc_suffix: &'static str,
+    safety_rows: String,
+    name_suffix: &'static str,
+    params: &'static str,
+    /// Start of step `t`'s source columns and destination rows.
+    per_step: String,
+    /// Start of line `l`'s source rows, and its byte offset `o` in each destination row.
+    per_line: String,
+    /// Source row `r` of the line, `off` bytes on.
+    src_row: fn(usize, usize) -> String,
+    /// Destination row `i` of the step, at the line's offset.
+    dst_row: fn(usize) -> String,
 }
 
 /// A streaming store of one whole register at the aligned pointer `p`.

@@ -9,7 +9,8 @@
 //! engine's own transpose of the same buffers: how close any transpose built on
 //! cache-staged tiles (or, at best, on bands of whole rows) can come to a copy.
 //! Last, one core's walks of 96 × 96 f32 blocks (see `memory_blocks`): a copy
-//! of the blocks, the same lines in a transpose's order, and transposes.
+//! of the blocks, the same lines in a transpose's order, the generated band's
+//! half-line order, and transposes.
 
 use std::time::Instant;
 

@@ -93,8 +93,6 @@ mod avx2 {
     pub unsafe fn walk(how: BlockWalk, band: BandStridedFn, src: *const u8, dst: *mut u8, blocks: usize) {
         for b in 0..blocks {
             let (s, d) = (src.add(b * BLOCK_BYTES), dst.add(b * BLOCK_BYTES));
-            // The last block prefetches itself (harmless, and never past the buffer).
-            let next = src.add((b + 1).min(blocks - 1) * BLOCK_BYTES);
             match how {
                 BlockWalk::Copy => {
                     // The library's streamed copy (its fence is the walk's, below).
@@ -104,7 +102,11 @@ mod avx2 {
                     );
                     vlkernels::permute::stream_copy(from, to).expect("equal lengths");
                 }
-                BlockWalk::Lines => lines(s, d, next),
+                BlockWalk::Lines => {
+                    // The last block prefetches itself (harmless, and never past the buffer).
+                    let next = src.add((b + 1).min(blocks - 1) * BLOCK_BYTES);
+                    lines(s, d, next)
+                }
                 // 16 source rows per destination line, 8 destination rows per step.
                 BlockWalk::Registers => band(s, ROW, d, ROW, SIDE / 8, SIDE / 16),
                 BlockWalk::HalfLines => half_lines(s, d),
